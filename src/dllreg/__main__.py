@@ -1,0 +1,248 @@
+"""The command line: ``python -m dllreg COMMAND``. The only module that prints and exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .build import PHASE_VAR
+from .check import effective, find_problems
+from .errors import DllregError, LibraryNotFound
+from .libwheel import plan_library, read_source, write_library_wheel
+from .names import NativeRequirement, library_name
+from .pkgconfig import flags, parse_pc
+from .registry import InstalledLibrary, find_library, installed_consumers, installed_libraries, \
+    site_dirs
+from .stub import STUB_FILE, render_stub
+
+#: Version of the ``--json`` output schemas (docs/cli-json.md).
+JSON_FORMAT = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dllreg", description=__doc__)
+    p.add_argument("--version", action="version", version=f"dllreg {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pl = sub.add_parser("package-lib", help="build a dllreg-lib-NAME wheel from shared libraries")
+    pl.add_argument("name")
+    pl.add_argument("--version", required=True, dest="lib_version", help="PEP 440 version")
+    pl.add_argument("--from", required=True, dest="source", type=Path,
+                    help="a wheel, or a directory holding the shared libraries (and include/)")
+    pl.add_argument("-o", "--output", required=True, type=Path, help="directory for the wheel")
+    pl.add_argument("--requires", action="append", default=[],
+                    help="another registry library this one needs, e.g. 'gfortran>=12'")
+    pl.add_argument("--platform", help="wheel platform tag (default: the source wheel's, or "
+                    "linux_<arch> for a directory)")
+
+    pc = sub.add_parser("pkg-config", help="compiler and linker flags of an installed library")
+    pc.add_argument("name")
+    pc.add_argument("--cflags", action="store_true")
+    pc.add_argument("--libs", action="store_true")
+    pc.add_argument("--modversion", action="store_true")
+    pc.add_argument("--variable")
+    pc.add_argument("--pc-path", action="store_true", help="print the .pc file's directory")
+
+    for name, text in (("list", "installed libraries and their consumers"),
+                       ("show", "one library's manifest and consumers"),
+                       ("check", "verify every consumer's requirements and every library file")):
+        c = sub.add_parser(name, help=text)
+        if name == "show":
+            c.add_argument("name")
+        if name == "check":
+            c.add_argument("--verify", action="store_true", help="also compare sha256 of files")
+        c.add_argument("--json", action="store_true")
+        c.add_argument("--path", action="append", default=[],
+                       help="search this site directory first (repeatable)")
+
+    st = sub.add_parser("stub", help="write _dlls.py into a package (for your own backend)")
+    st.add_argument("--package", required=True, help="dotted name, e.g. mypkg")
+    st.add_argument("--requires", action="append", required=True)
+    st.add_argument("--root", type=Path, default=Path("."),
+                    help="directory holding the package (default: .)")
+    return p
+
+
+def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
+    plan = plan_library(read_source(a.source), a.name, a.lib_version, requires=a.requires,
+                        platform=a.platform)
+    path = write_library_wheel(plan, a.output)
+    files = ", ".join(f"{f.path} ({f.soname})" for f in plan.manifest.libraries)
+    print(f"wrote {path}\n  libraries in preload order: {files}", file=out)
+    return 0
+
+
+def _pkg_config(a: argparse.Namespace, out: TextIO) -> int:
+    name = library_name(a.name)
+    lib = find_library(name, site_dirs())
+    if lib is None:
+        if os.environ.get(PHASE_VAR) == "get_requires":
+            # setuptools runs setup.py to list build requirements before pip installs them.
+            print(f"dllreg: {name} not installed yet ({PHASE_VAR}=get_requires); no flags",
+                  file=sys.stderr)
+            return 0
+        raise LibraryNotFound(
+            f"library {name} is not installed in any site directory of {sys.executable}; "
+            f'pip install "dllreg-lib-{name}"')
+    if a.pc_path or not lib.manifest.pkgconfig:
+        if not lib.manifest.pkgconfig:
+            raise LibraryNotFound(f"library {name} at {lib.directory} ships no pkg-config file")
+        print(lib.file_path(lib.manifest.pkgconfig).parent, file=out)
+        return 0
+    pc = lib.file_path(lib.manifest.pkgconfig)
+    variables, fields = parse_pc(pc.read_text(encoding="utf-8"), str(pc.parent), str(pc))
+    if a.modversion:
+        print(fields.get("Version", ""), file=out)
+    elif a.variable:
+        print(variables.get(a.variable, ""), file=out)
+    else:
+        result = flags(fields, a.cflags, a.libs)
+        for req in lib.manifest.requires:
+            dep = find_library(req.name, site_dirs())
+            if dep and dep.manifest.pkgconfig:
+                dpc = dep.file_path(dep.manifest.pkgconfig)
+                _, dfields = parse_pc(dpc.read_text(encoding="utf-8"), str(dpc.parent), str(dpc))
+                result += [f for f in flags(dfields, a.cflags, a.libs) if f not in result]
+        print(" ".join(result), file=out)
+    return 0
+
+
+def _library_json(lib: InstalledLibrary, consumers: list[dict[str, Any]],
+                  shadowed: bool) -> dict[str, Any]:
+    m = lib.manifest
+    return {
+        "name": m.name, "version": m.version, "path": str(lib.directory), "site": str(lib.site),
+        "platform": m.platform, "provider": "wheel", "shadowed": shadowed,
+        "requires": [str(r) for r in m.requires],
+        "files": [{"path": str(lib.file_path(f.path)), "soname": f.soname, "sha256": f.sha256}
+                  for f in m.libraries],
+        "consumers": consumers,
+    }
+
+
+def _inventory(a: argparse.Namespace) -> tuple[list[dict[str, Any]], list[DllregError]]:
+    dirs = site_dirs(a.path)
+    libraries, errors = installed_libraries(dirs)
+    consumers, cerrors = installed_consumers(dirs)
+    first = effective(libraries)
+    rows = []
+    for lib in libraries:
+        users = [{"name": c.name, "version": c.version, "requirement": str(r),
+                  "satisfied": r.accepts(lib.manifest.version)}
+                 for c in consumers for r in c.requires if r.name == lib.manifest.name]
+        rows.append(_library_json(lib, users, first[lib.manifest.name] is not lib))
+    return rows, errors + cerrors
+
+
+def _print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    table = [("NAME", "VERSION", "CONSUMERS", "PATH")]
+    for r in rows:
+        users = ", ".join(f"{c['name']} ({c['requirement']})" for c in r["consumers"]) or "-"
+        table.append((r["name"], r["version"] + (" (shadowed)" if r["shadowed"] else ""),
+                      users, r["path"]))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3], file=out)
+
+
+def _list(a: argparse.Namespace, out: TextIO) -> int:
+    rows, errors = _inventory(a)
+    if a.json:
+        json.dump({"format": JSON_FORMAT, "libraries": rows,
+                   "errors": [str(e) for e in errors]}, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        print("no dllreg libraries installed in " + ", ".join(map(str, site_dirs(a.path))),
+              file=out)
+    else:
+        _print_table(rows, out)
+    for e in errors:
+        print(f"warning: {e}", file=sys.stderr)
+    return 0
+
+
+def _show(a: argparse.Namespace, out: TextIO) -> int:
+    name = library_name(a.name)
+    rows, _ = _inventory(a)
+    matches = [r for r in rows if r["name"] == name]
+    if not matches:
+        raise LibraryNotFound(f"library {name} is not installed; pip install \"dllreg-lib-{name}\"")
+    if a.json:
+        json.dump({"format": JSON_FORMAT, "library": matches[0], "shadowed_copies": matches[1:]},
+                  out, indent=2)
+        out.write("\n")
+        return 0
+    r = matches[0]
+    print(f"{r['name']} {r['version']} ({r['platform']})\n  path: {r['path']}", file=out)
+    print("  requires: " + (", ".join(r["requires"]) or "-"), file=out)
+    print("  files (preload order):", file=out)
+    for f in r["files"]:
+        print(f"    {f['path']}  name={f['soname']}  sha256={f['sha256']}", file=out)
+    print("  consumers:", file=out)
+    for c in r["consumers"] or [{"name": "-", "version": "", "requirement": "", "satisfied": 1}]:
+        mark = "" if c["satisfied"] else "  NOT SATISFIED"
+        print(f"    {c['name']} {c['version']} {c['requirement']}{mark}".rstrip(), file=out)
+    for s in matches[1:]:
+        print(f"  shadowed copy: {s['version']} at {s['path']}", file=out)
+    return 0
+
+
+def _check(a: argparse.Namespace, out: TextIO) -> int:
+    dirs = site_dirs(a.path)
+    libraries, errors = installed_libraries(dirs)
+    consumers, cerrors = installed_consumers(dirs)
+    problems = find_problems(libraries, consumers, errors + cerrors, verify=a.verify)
+    failed = any(p.severity == "error" for p in problems)
+    if a.json:
+        json.dump({"format": JSON_FORMAT, "ok": not failed,
+                   "problems": [{"subject": p.subject, "message": p.message, "fix": p.fix,
+                                 "severity": p.severity} for p in problems]}, out, indent=2)
+        out.write("\n")
+    else:
+        for p in problems:
+            print(p, file=out)
+        print(f"{len(effective(libraries))} libraries, {len(consumers)} consumers: "
+              + ("problems found" if failed else "OK"), file=out)
+    return 1 if failed else 0
+
+
+def _stub(a: argparse.Namespace, out: TextIO) -> int:
+    requires = [NativeRequirement.parse(r) for r in a.requires]
+    target = a.root.joinpath(*a.package.split("."))
+    if not (target / "__init__.py").is_file():
+        raise DllregError(f"{target}: not a regular package (no __init__.py); check --root")
+    path = target / STUB_FILE
+    tmp = path.with_suffix(".py.tmp")
+    tmp.write_text(render_stub(a.package, [r for r in requires if r.applies()]), encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"wrote {path}; make 'from . import _dlls' the first statement of "
+          f"{target / '__init__.py'}", file=out)
+    return 0
+
+
+_COMMANDS = {"package-lib": _package_lib, "pkg-config": _pkg_config, "list": _list,
+             "show": _show, "check": _check, "stub": _stub}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args, out or sys.stdout)
+    except DllregError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Readers for native binary formats (ELF now; PE and Mach-O later)."""

@@ -1,0 +1,167 @@
+"""``dllreg.build``: a PEP 517 / PEP 660 backend that wraps the consumer's real backend.
+
+Every hook delegates to the inner backend named by ``[tool.dllreg] backend``. On top:
+the library wheels join the build requirements, the inner build sees the libraries'
+pkg-config directories, and the produced wheel is patched by consumer.py.
+Reference: docs/pyproject.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .config import ConsumerConfig, import_backend, load_config
+from .consumer import consumer_record, patch_metadata, patch_wheel
+from .errors import BuildError
+from .names import NativeRequirement
+from .registry import CONSUMER_RECORD, find_library, site_dirs
+
+#: Set for the inner backend's get_requires hooks: in that phase the libraries are not
+#: installed yet, so ``dllreg pkg-config`` answers with no flags instead of failing.
+PHASE_VAR = "DLLREG_BUILD_PHASE"
+
+
+def _setup() -> tuple[ConsumerConfig, ModuleType]:
+    source = Path.cwd()
+    config = load_config(source)
+    return config, import_backend(config, source)
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    # The backend runs in its own process (PEP 517), so this only affects the inner build.
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _pkgconfig_env(requires: Sequence[NativeRequirement]) -> dict[str, str]:
+    """PKG_CONFIG_PATH with each required library's pkg-config directory in front."""
+    dirs = site_dirs()
+    pc_dirs = []
+    for req in requires:
+        lib = find_library(req.name, dirs)
+        if lib is None:
+            raise BuildError(
+                f"native library {req} is not installed in the build environment "
+                f"(searched {', '.join(map(str, dirs))}); an isolated build installs it from "
+                f"the build requirements, otherwise run: pip install \"{req.dist_requirement}\""
+            )
+        if not req.accepts(lib.manifest.version):
+            raise BuildError(
+                f"native library {req.name} {lib.manifest.version} in the build environment "
+                f"({lib.directory}) does not satisfy {req}; run: pip install "
+                f"\"{req.dist_requirement}\""
+            )
+        if lib.manifest.pkgconfig:
+            pc_dirs.append(str(lib.file_path(lib.manifest.pkgconfig).parent))
+    existing = os.environ.get("PKG_CONFIG_PATH")
+    return {"PKG_CONFIG_PATH": os.pathsep.join(pc_dirs + ([existing] if existing else []))}
+
+
+def _requires_hook(hook: str, config_settings: dict[str, Any] | None, libs: bool) -> list[str]:
+    config, backend = _setup()
+    inner = getattr(backend, hook, None)
+    with _env(**{PHASE_VAR: "get_requires"}):
+        base = list(inner(config_settings)) if inner else []
+    return base + ([r.dist_requirement for r in config.requires] if libs else [])
+
+
+def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return _requires_hook("get_requires_for_build_wheel", config_settings, True)
+
+
+def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return _requires_hook("get_requires_for_build_editable", config_settings, True)
+
+
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return _requires_hook("get_requires_for_build_sdist", config_settings, False)
+
+
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
+    _, backend = _setup()
+    return str(backend.build_sdist(sdist_directory, config_settings))
+
+
+def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement]) -> None:
+    meta = directory / "METADATA"
+    meta.write_text(patch_metadata(meta.read_text(encoding="utf-8"), requires), encoding="utf-8")
+    (directory / CONSUMER_RECORD).write_text(consumer_record(requires, []), encoding="utf-8")
+
+
+def _prepare(hook: str, build_hook: str, metadata_directory: str,
+             config_settings: dict[str, Any] | None) -> str:
+    config, backend = _setup()
+    inner = getattr(backend, hook, None)
+    with _env(**_pkgconfig_env(config.active_requires())):
+        if inner is not None:
+            name = str(inner(metadata_directory, config_settings))
+        else:  # the inner backend has no such hook: build the wheel and take its dist-info
+            with tempfile.TemporaryDirectory() as tmp:
+                wheel = getattr(backend, build_hook)(tmp, config_settings)
+                with zipfile.ZipFile(Path(tmp, wheel)) as zf:
+                    dist_info = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+                    name = dist_info[0].split("/", 1)[0]
+                    for member in zf.namelist():
+                        if member.startswith(name + "/") and not member.endswith("/RECORD"):
+                            zf.extract(member, metadata_directory)
+    _patch_metadata_dir(Path(metadata_directory, name), config.requires)
+    return name
+
+
+def prepare_metadata_for_build_wheel(metadata_directory: str,
+                                     config_settings: dict[str, Any] | None = None) -> str:
+    return _prepare("prepare_metadata_for_build_wheel", "build_wheel", metadata_directory,
+                    config_settings)
+
+
+def prepare_metadata_for_build_editable(metadata_directory: str,
+                                        config_settings: dict[str, Any] | None = None) -> str:
+    return _prepare("prepare_metadata_for_build_editable", "build_editable",
+                    metadata_directory, config_settings)
+
+
+def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | None) -> str:
+    config, backend = _setup()
+    active = config.active_requires()
+    with tempfile.TemporaryDirectory(prefix="dllreg-build-") as tmp:
+        # metadata_directory is not passed on: the inner backend's own metadata is patched
+        # the same way below, so both paths give the same METADATA.
+        with _env(**_pkgconfig_env(active)):
+            name = str(getattr(backend, hook)(tmp, config_settings))
+        # An editable wheel does not carry the package sources, so no stub can be injected
+        # into it; only its metadata is patched (docs/pyproject.md, "Editable installs").
+        return patch_wheel(Path(tmp, name), Path(wheel_directory), config.requires, active,
+                           with_stubs=hook == "build_wheel").name
+
+
+def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = None,
+                metadata_directory: str | None = None) -> str:
+    return _build("build_wheel", wheel_directory, config_settings)
+
+
+def build_editable(wheel_directory: str, config_settings: dict[str, Any] | None = None,
+                   metadata_directory: str | None = None) -> str:
+    return _build("build_editable", wheel_directory, config_settings)
+
+
+__all__ = [
+    "build_editable", "build_sdist", "build_wheel", "get_requires_for_build_editable",
+    "get_requires_for_build_sdist", "get_requires_for_build_wheel",
+    "prepare_metadata_for_build_editable", "prepare_metadata_for_build_wheel",
+]

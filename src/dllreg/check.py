@@ -1,0 +1,91 @@
+"""Consistency of an environment: what ``dllreg check`` reports, decided over data."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import DllregError
+from .names import NativeRequirement
+from .registry import Consumer, InstalledLibrary
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    subject: str  # the consumer or library concerned
+    message: str
+    fix: str
+    severity: str = "error"  # "error" fails the check, "warning" does not
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.subject}: {self.message}\n  fix: {self.fix}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def effective(libraries: Sequence[InstalledLibrary]) -> dict[str, InstalledLibrary]:
+    """The copy of each library the stub would load: the first in search order."""
+    out: dict[str, InstalledLibrary] = {}
+    for lib in libraries:
+        out.setdefault(lib.manifest.name, lib)
+    return out
+
+
+def _requirement_problems(subject: str, requires: Sequence[NativeRequirement],
+                          libs: dict[str, InstalledLibrary]) -> list[Problem]:
+    out = []
+    for req in requires:
+        if not req.applies():
+            continue
+        lib = libs.get(req.name)
+        if lib is None:
+            out.append(Problem(subject, f"requires native library {req}, which is not installed",
+                               f'pip install "{req.dist_requirement}"'))
+        elif not req.accepts(lib.manifest.version):
+            out.append(Problem(
+                subject,
+                f"requires {req}, but {req.name} {lib.manifest.version} is installed at "
+                f"{lib.directory}", f'pip install "{req.dist_requirement}"'))
+    return out
+
+
+def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Consumer],
+                  read_errors: Sequence[DllregError], *, verify: bool = False,
+                  hasher: Callable[[Path], str] = _sha256) -> list[Problem]:
+    problems = [Problem("registry", str(e), "reinstall the distribution that owns this file")
+                for e in read_errors]
+    libs = effective(libraries)
+    for consumer in consumers:
+        problems += _requirement_problems(f"{consumer.name} {consumer.version}",
+                                          consumer.requires, libs)
+    for lib in libs.values():
+        m = lib.manifest
+        subject = f"library {m.name} {m.version}"
+        fix = f'pip install --force-reinstall "dllreg-lib-{m.name}=={m.version}"'
+        problems += _requirement_problems(subject, m.requires, libs)
+        for f in m.libraries:
+            path = lib.file_path(f.path)
+            if not path.is_file():
+                problems.append(Problem(subject, f"file {path} listed in its manifest is missing",
+                                        fix))
+            elif verify and hasher(path) != f.sha256:
+                problems.append(Problem(
+                    subject, f"file {path} does not match the sha256 in its manifest "
+                    "(modified, truncated or replaced after install)", fix))
+    for lib in libraries:
+        first = libs[lib.manifest.name]
+        if lib is not first and lib.manifest.version != first.manifest.version:
+            problems.append(Problem(
+                f"library {lib.manifest.name}",
+                f"{lib.manifest.version} at {lib.directory} is shadowed by "
+                f"{first.manifest.version} at {first.directory}, which comes first on sys.path",
+                "uninstall one of them if this is not intended", "warning"))
+    return problems

@@ -1,0 +1,188 @@
+"""Turn the inner backend's wheel into a dllreg consumer wheel.
+
+Adds ``<pkg>/_dlls.py`` to each package that holds extension modules, imports it first
+in that package's ``__init__.py``, adds ``Requires-Dist`` and the ``dllreg.json`` record
+to the dist-info, and rewrites RECORD. The decisions are pure functions over member
+names and text; ``patch_wheel`` is the I/O edge.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import BuildError, DllregError
+from .names import NativeRequirement
+from .registry import CONSUMER_RECORD
+from .stub import IMPORT_LINE, STUB_FILE, render_stub
+from .wheelfile import WheelWriter, open_wheel, read_member, safe_members
+
+_EXT = re.compile(r"\.(so|pyd)$|\.(cpython|abi3|pypy)[^/]*\.so$")
+_DATA_LIB = re.compile(r"^[^/]+\.data/(purelib|platlib)/")
+
+
+def _import_path(member: str) -> str | None:
+    """The path a member has on sys.path, or None for metadata, scripts and data."""
+    m = _DATA_LIB.match(member)
+    if m:
+        return member[m.end():]
+    first = member.split("/", 1)[0]
+    if first.endswith((".dist-info", ".data")):
+        return None
+    return member
+
+
+def stub_packages(members: Iterable[str]) -> list[str]:
+    """Dotted names of the packages that get a stub, decided from the wheel's file list.
+
+    Each extension module's stub goes in the outermost package of an unbroken chain of
+    regular packages (directories with ``__init__.py``) that contains it, so it runs before
+    any extension of that chain can load. With no extension module at all (a ctypes/cffi
+    consumer), every top-level regular package gets one.
+    """
+    paths = [p for p in map(_import_path, members) if p]
+    inits = {p.rsplit("/", 1)[0] for p in paths if p.endswith("/__init__.py")}
+    exts = [p for p in paths if _EXT.search(p)]
+    chosen: list[str] = []
+    for ext in exts:
+        parts = ext.split("/")[:-1]
+        if not parts:
+            raise BuildError(
+                f"extension module {ext} sits at the top level of the wheel, outside any "
+                "package, so nothing can preload its libraries before it loads; move it into "
+                "a package (e.g. mypkg/" + ext + ") whose __init__.py imports it"
+            )
+        if "/".join(parts) not in inits:
+            raise BuildError(
+                f"extension module {ext} is in {'/'.join(parts)}/, which has no __init__.py "
+                "(a namespace package); add an __init__.py there so dllreg can import its "
+                "_dlls stub before the extension loads"
+            )
+        top = len(parts)
+        while top > 1 and "/".join(parts[: top - 1]) in inits:
+            top -= 1
+        pkg = ".".join(parts[:top])
+        if pkg not in chosen:
+            chosen.append(pkg)
+    if not exts:
+        chosen = sorted(p for p in inits if "/" not in p)
+        if not chosen:
+            raise BuildError(
+                "the wheel has neither extension modules nor a top-level package to hold the "
+                "_dlls stub; dllreg consumers must be packages with an __init__.py"
+            )
+    return sorted(chosen)
+
+
+def insert_stub_import(source: str, origin: str) -> str:
+    """``source`` with the stub import as its first statement after the docstring and
+    ``__future__`` imports; unchanged if the import is already there."""
+    if IMPORT_LINE.strip() in (line.strip() for line in source.splitlines()):
+        return source
+    try:
+        tree = ast.parse(source, origin)
+    except SyntaxError as exc:
+        raise BuildError(f"{origin}: cannot parse ({exc.msg}, line {exc.lineno})") from None
+    body = tree.body
+    keep = 0
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        keep = 1
+    while keep < len(body) and isinstance(body[keep], ast.ImportFrom) \
+            and getattr(body[keep], "module", None) == "__future__":
+        keep += 1
+    lines = source.splitlines(keepends=True)
+    if keep == 0:
+        at = 0
+    else:
+        at = body[keep - 1].end_lineno or 0
+        if keep < len(body) and body[keep].lineno <= at:
+            raise BuildError(
+                f"{origin}: line {at} holds the docstring or a __future__ import together with "
+                "other statements; put them on separate lines so the dllreg import can go between"
+            )
+    if at and lines and not lines[at - 1].endswith("\n"):
+        lines[at - 1] += "\n"
+    return "".join(lines[:at]) + IMPORT_LINE + "".join(lines[at:])
+
+
+def patch_metadata(text: str, requires: Sequence[NativeRequirement]) -> str:
+    """METADATA with a ``Requires-Dist`` line for each library wheel (idempotent)."""
+    head, sep, body = text.partition("\n\n")
+    lines = head.splitlines()
+    present = {line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")}
+    add = [f"Requires-Dist: {r.dist_requirement}" for r in requires
+           if r.dist_requirement not in present]
+    last = max((i for i, line in enumerate(lines) if line.startswith("Requires-Dist:")), default=-1)
+    at = last + 1 if last >= 0 else len(lines)
+    lines[at:at] = add
+    return "\n".join(lines) + "\n" + (sep[1:] + body if sep else "")
+
+
+def consumer_record(requires: Sequence[NativeRequirement], stubs: Sequence[str]) -> str:
+    return json.dumps({
+        "format": 1,
+        "generator": f"dllreg {__version__}",
+        "requires": [str(r) for r in requires],
+        "stubs": list(stubs),
+    }, indent=2) + "\n"
+
+
+def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
+                active: Sequence[NativeRequirement], *, with_stubs: bool = True) -> Path:
+    """Write the consumer wheel for ``src`` into ``dst_dir`` (same file name).
+
+    ``requires`` go to the metadata (with markers, for pip); ``active`` are those whose
+    markers hold for this build and go into the stubs.
+    """
+    with open_wheel(src) as zf:
+        infos = [i for i in safe_members(zf, str(src)) if not i.is_dir()]
+        data = {i.filename: read_member(zf, i, str(src)) for i in infos}
+    names = [i.filename for i in infos]
+    dist_infos = {n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")}
+    if len(dist_infos) != 1:
+        raise BuildError(f"{src.name}: expected one .dist-info directory, found {sorted(dist_infos)}")
+    dist_info = dist_infos.pop()
+    try:
+        packages = stub_packages(names) if with_stubs else []
+    except DllregError as exc:
+        raise BuildError(f"{src.name}: {exc}") from None
+    prefix = {(_import_path(n) or ""): n[: len(n) - len(_import_path(n) or "")] for n in names}
+    changes: dict[str, bytes] = {}
+    stubs = []
+    for pkg in packages:
+        rel = pkg.replace(".", "/")
+        init = f"{rel}/__init__.py"
+        member = prefix.get(init, "") + init
+        if member not in data:  # pragma: no cover - stub_packages checked the __init__
+            raise BuildError(f"{src.name}: {init} missing")
+        stub_member = prefix.get(init, "") + f"{rel}/{STUB_FILE}"
+        if stub_member in data and b"Generated by dllreg" not in data[stub_member]:
+            raise BuildError(
+                f"{src.name}: {stub_member} already exists and was not generated by dllreg; "
+                "rename it, dllreg needs that module name for its stub"
+            )
+        text = data[member].decode("utf-8")
+        changes[member] = insert_stub_import(text, f"{src.name}:{member}").encode("utf-8")
+        changes[stub_member] = render_stub(pkg, active).encode("utf-8")
+        stubs.append(stub_member)
+    meta = f"{dist_info}/METADATA"
+    changes[meta] = patch_metadata(data[meta].decode("utf-8"), requires).encode("utf-8")
+    changes[f"{dist_info}/{CONSUMER_RECORD}"] = consumer_record(requires, stubs).encode()
+    out = dst_dir / src.name
+    by_name = {i.filename: i for i in infos}
+    with WheelWriter(out, dist_info) as w:
+        for name in names:
+            if name == f"{dist_info}/RECORD":
+                continue
+            info = by_name[name]
+            w.add(name, changes.pop(name, data[name]),
+                  executable=bool((info.external_attr >> 16) & 0o111),
+                  date_time=info.date_time)
+        for name, content in changes.items():
+            w.add(name, content)
+    return out

@@ -1,0 +1,127 @@
+"""The library manifest: what a library wheel installed, in preload order.
+
+The on-disk form is a small line format (``Key: value``) so that the import-time
+stub can read it with ``str.partition`` instead of importing ``json``.
+docs/manifest.md is the reference; keep both in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import DllregError, ManifestError
+from .names import NativeRequirement, library_name, parse_version
+
+FORMAT_VERSION = "1"
+#: File name of the manifest inside ``<site>/dllreg.libs/<name>/``.
+MANIFEST_NAME = "MANIFEST"
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryFile:
+    """One shared library of a registry library."""
+
+    path: str  # relative to the library directory, '/'-separated
+    soname: str  # ELF SONAME, PE DLL name or Mach-O install name
+    sha256: str
+    needed: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    platform: str
+    libraries: tuple[LibraryFile, ...]  # preload order: dependencies first
+    requires: tuple[NativeRequirement, ...] = ()
+    headers: tuple[str, ...] = ()
+    pkgconfig: str | None = None
+    source: str = ""
+    generator: str = ""
+
+    def to_text(self) -> str:
+        lines = [
+            f"Manifest-Version: {FORMAT_VERSION}",
+            f"Name: {self.name}",
+            f"Version: {self.version}",
+            f"Platform: {self.platform}",
+        ]
+        if self.generator:
+            lines.append(f"Generator: {self.generator}")
+        if self.source:
+            lines.append(f"Source: {self.source}")
+        lines += [f"Requires: {req}" for req in self.requires]
+        for lib in self.libraries:
+            fields = (lib.path, lib.soname, lib.sha256, ",".join(lib.needed))
+            lines.append("Library: " + "\t".join(fields))
+        if self.pkgconfig:
+            lines.append(f"Pkgconfig: {self.pkgconfig}")
+        lines += [f"Header: {h}" for h in self.headers]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_text(cls, text: str, origin: str = "<manifest>") -> Manifest:
+        try:
+            return _parse(text)
+        except (ManifestError, DllregError) as exc:
+            raise ManifestError(f"{origin}: {exc}") from None
+
+
+_SINGLE = {"Manifest-Version", "Name", "Version", "Platform", "Generator", "Source", "Pkgconfig"}
+_MULTI = {"Requires", "Library", "Header"}
+
+
+def _check_relpath(path: str) -> str:
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or ":" in parts[0] or any(
+        p in ("", ".", "..") for p in parts
+    ):
+        raise ManifestError(f"path {path!r} must be relative, '/'-separated, without '..'")
+    return path
+
+
+def _parse(text: str) -> Manifest:
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {k: [] for k in _MULTI}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(": ")
+        if not sep:
+            raise ManifestError(f"line {number}: expected 'Key: value', got {line!r}")
+        if key in _MULTI:
+            multi[key].append(value)
+        elif key in _SINGLE:
+            if key in single:
+                raise ManifestError(f"line {number}: {key} given twice")
+            single[key] = value
+        # Unknown keys are ignored so that newer manifests stay readable by older tools.
+    if single.get("Manifest-Version") != FORMAT_VERSION:
+        raise ManifestError(
+            f"Manifest-Version is {single.get('Manifest-Version')!r}, this dllreg reads "
+            f"{FORMAT_VERSION!r}; upgrade dllreg"
+        )
+    for key in ("Name", "Version", "Platform"):
+        if not single.get(key):
+            raise ManifestError(f"missing required key {key}")
+    libraries = []
+    for value in multi["Library"]:
+        fields = value.split("\t")
+        if len(fields) != 4 or not fields[1] or len(fields[2]) != 64:
+            raise ManifestError(f"Library entry {value!r}: expected PATH<TAB>NAME<TAB>SHA256<TAB>NEEDED")
+        needed = tuple(n for n in fields[3].split(",") if n)
+        libraries.append(LibraryFile(_check_relpath(fields[0]), fields[1], fields[2], needed))
+    if not libraries:
+        raise ManifestError("no Library entry: a registry library needs at least one file")
+    parse_version(single["Version"])
+    return Manifest(
+        name=library_name(single["Name"]),
+        version=single["Version"],
+        platform=single["Platform"],
+        libraries=tuple(libraries),
+        requires=tuple(NativeRequirement.parse(r) for r in multi["Requires"]),
+        headers=tuple(_check_relpath(h) for h in multi["Header"]),
+        pkgconfig=_check_relpath(single["Pkgconfig"]) if "Pkgconfig" in single else None,
+        source=single.get("Source", ""),
+        generator=single.get("Generator", ""),
+    )

@@ -1,0 +1,98 @@
+"""Relocatable pkg-config files for registry libraries: writing and evaluating them.
+
+``python -m dllreg pkg-config`` evaluates the installed ``.pc`` file itself, so the
+file is the single source of the flags whether a build asks pkg-config or dllreg.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .errors import DllregError
+from .manifest import Manifest
+
+_VAR = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+
+
+def link_flags(manifest: Manifest, platform: str) -> str:
+    """How a consumer links the principal (last) library, by its runtime name, with no RPATH."""
+    principal = manifest.libraries[-1]
+    file = principal.path.rsplit("/", 1)[-1]
+    if platform.startswith("macosx"):
+        return "${libdir}/" + file
+    # GNU ld's -l:FILE records the file's SONAME as DT_NEEDED, so versioned files without a
+    # lib<name>.so development link still work; -rpath-link lets ld find their own needs.
+    return f"-L${{libdir}} -l:{file} -Wl,-rpath-link,${{libdir}}"
+
+
+def render_pc(manifest: Manifest, extra_cflags: str = "") -> str:
+    """The ``.pc`` text, installed at ``<libdir>/pkgconfig/NAME.pc``."""
+    requires = ", ".join(
+        f"{r.name} {op} {v}".strip()
+        for r in manifest.requires
+        for op, v in _pc_constraints(r.specifier)
+    ) or ", ".join(r.name for r in manifest.requires)
+    cflags = " ".join(x for x in ("-I${includedir}" if manifest.headers else "", extra_cflags) if x)
+    lines = [
+        "prefix=${pcfiledir}/../..",
+        "libdir=${prefix}/lib",
+        "includedir=${prefix}/include",
+        "",
+        f"Name: {manifest.name}",
+        f"Description: {manifest.name} {manifest.version} from the dllreg registry",
+        f"Version: {manifest.version}",
+    ]
+    if requires:
+        lines.append(f"Requires: {requires}")
+    lines += [f"Libs: {link_flags(manifest, manifest.platform)}", f"Cflags: {cflags}"]
+    return "\n".join(lines) + "\n"
+
+
+def _pc_constraints(specifier: str) -> list[tuple[str, str]]:
+    out = []
+    for clause in filter(None, (c.strip() for c in specifier.split(","))):
+        m = re.match(r"(>=|<=|==|>|<)\s*([0-9][0-9A-Za-z.]*)$", clause)
+        if m:  # pkg-config cannot express ~=, != or wildcards; dllreg checks those itself
+            out.append((m.group(1).replace("==", "="), m.group(2)))
+    return out
+
+
+def parse_pc(text: str, pcfiledir: str, origin: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Variables and fields of a .pc file, with ``${var}`` expanded."""
+    variables = {"pcfiledir": pcfiledir}
+    fields: dict[str, str] = {}
+
+    def expand(value: str, depth: int = 0) -> str:
+        if depth > 32:
+            raise DllregError(f"{origin}: variables refer to each other in a loop")
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in variables:
+                raise DllregError(f"{origin}: undefined variable ${{{m.group(1)}}}")
+            return expand(variables[m.group(1)], depth + 1)
+
+        return _VAR.sub(sub, value)
+
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.match(r"([A-Za-z0-9_.]+)\s*([:=])\s*(.*)$", line)
+        if not m:
+            raise DllregError(f"{origin}: cannot parse line {line!r}")
+        key, sep, value = m.groups()
+        if sep == "=":
+            variables[key] = value
+        else:
+            fields[key] = expand(value)
+    return {k: expand(v) for k, v in variables.items()}, fields
+
+
+def flags(fields: dict[str, str], cflags: bool, libs: bool) -> list[str]:
+    out: list[str] = []
+    if cflags:
+        out += shlex.split(fields.get("Cflags", ""))
+    if libs:
+        out += shlex.split(fields.get("Libs", ""))
+    return out

@@ -1,0 +1,134 @@
+"""Where libraries live: site directories, installed manifests and their consumers.
+
+This module is the filesystem edge for reading the registry; decisions over what it
+returns live in check.py and the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .errors import DllregError, ManifestError
+from .manifest import MANIFEST_NAME, Manifest
+from .names import REGISTRY_DIR, NativeRequirement
+
+#: File in a consumer's ``.dist-info`` recording its native requirements (docs/pyproject.md).
+CONSUMER_RECORD = "dllreg.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class InstalledLibrary:
+    manifest: Manifest
+    directory: Path  # <site>/dllreg.libs/<name>
+    site: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_NAME
+
+    def file_path(self, rel: str) -> Path:
+        return self.directory.joinpath(*rel.split("/"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Consumer:
+    """An installed distribution that declares native requirements."""
+
+    name: str
+    version: str
+    requires: tuple[NativeRequirement, ...]
+    dist_info: Path
+
+
+def site_dirs(extra: Iterable[str] = ()) -> list[Path]:
+    """Absolute, existing directories to search, in order: ``extra`` then ``sys.path``.
+
+    Relative entries (the current directory among them) are never searched.
+    """
+    out: list[Path] = []
+    for entry in [*extra, *sys.path]:
+        if isinstance(entry, str) and os.path.isabs(entry) and os.path.isdir(entry):
+            p = Path(entry)
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def read_library(directory: Path) -> InstalledLibrary:
+    path = directory / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+    return InstalledLibrary(Manifest.from_text(text, str(path)), directory, directory.parent.parent)
+
+
+def installed_libraries(dirs: Sequence[Path]) -> tuple[list[InstalledLibrary], list[DllregError]]:
+    """Every library in every site dir, in search order (shadowed copies included), and
+    the manifests that could not be read."""
+    found: list[InstalledLibrary] = []
+    errors: list[DllregError] = []
+    for site in dirs:
+        root = site / REGISTRY_DIR
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            continue
+        for name in names:
+            if (root / name / MANIFEST_NAME).exists():
+                try:
+                    found.append(read_library(root / name))
+                except DllregError as exc:
+                    errors.append(exc)
+    return found, errors
+
+
+def find_library(name: str, dirs: Sequence[Path]) -> InstalledLibrary | None:
+    """The first installed copy of ``name`` in search order, as the stub would see it."""
+    for site in dirs:
+        directory = site / REGISTRY_DIR / name
+        if (directory / MANIFEST_NAME).is_file():
+            return read_library(directory)
+    return None
+
+
+def read_consumer_record(dist_info: Path) -> tuple[NativeRequirement, ...]:
+    path = dist_info / CONSUMER_RECORD
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return tuple(NativeRequirement.parse(r) for r in data["requires"])
+    except (OSError, ValueError, KeyError, TypeError, DllregError) as exc:
+        raise ManifestError(f"{path}: unreadable consumer record ({exc})") from None
+
+
+def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[DllregError]]:
+    consumers: list[Consumer] = []
+    errors: list[DllregError] = []
+    seen: set[str] = set()
+    for site in dirs:
+        try:
+            entries = sorted(os.listdir(site))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.endswith(".dist-info"):
+                continue
+            dist_info = site / entry
+            if not (dist_info / CONSUMER_RECORD).is_file():
+                continue
+            name, _, version = entry[: -len(".dist-info")].partition("-")
+            if name.lower() in seen:  # shadowed by an earlier site dir, as for imports
+                continue
+            seen.add(name.lower())
+            try:
+                requires = read_consumer_record(dist_info)
+            except DllregError as exc:
+                errors.append(exc)
+                continue
+            consumers.append(Consumer(name, version, requires, dist_info))
+    return consumers, errors

@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -334,7 +335,7 @@ def readelf_symbols(path: Path) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(exported), frozenset(imported)
 
 
-SYNTH = {
+SYNTH: dict[str, Any] = {  # build_elf keyword arguments shared by several tests
     "soname": "libx.so.1",
     "needed": ("liba.so", "libb.so.2"),
     "rpath": "/r:/s",
@@ -357,7 +358,7 @@ ARCHES = [
 @pytest.mark.parametrize("hashing", ["gnu", "sysv", "sections", "none"])
 @pytest.mark.parametrize(("bits", "big", "machine", "name"), ARCHES)
 def test_hand_built(bits: int, big: bool, machine: int, name: str, hashing: str) -> None:
-    data = build_elf(bits=bits, big=big, machine=machine, hashing=hashing, **SYNTH)  # type: ignore[arg-type]
+    data = build_elf(bits=bits, big=big, machine=machine, hashing=hashing, **SYNTH)
     symbols = hashing != "none"  # without any hash table or sections the count is unknown
     assert read_elf(data) == ELFInfo(
         machine=name,
@@ -378,7 +379,7 @@ def test_hand_built_matches_readelf(
     tmp_path: Path, bits: int, big: bool, machine: int, name: str, hashing: str
 ) -> None:
     path = tmp_path / "lib.so"
-    path.write_bytes(build_elf(bits=bits, big=big, machine=machine, hashing=hashing, **SYNTH))  # type: ignore[arg-type]
+    path.write_bytes(build_elf(bits=bits, big=big, machine=machine, hashing=hashing, **SYNTH))
     info, dyn = read_elf_file(path), readelf_dynamic(path)
     assert (list(info.needed), [info.soname]) == (dyn["NEEDED"], dyn["SONAME"])
     assert [":".join(info.rpath), ":".join(info.runpath)] == dyn["RPATH"] + dyn["RUNPATH"]
@@ -415,13 +416,42 @@ def test_rejects_non_elf(data: bytes, message: str) -> None:
         read_elf(data)
 
 
-def test_rejects_broken_dynamic_data() -> None:
-    data = build_elf(**SYNTH)  # type: ignore[arg-type]
-    assert data.count(b"/q\0") == 1  # the runpath is the last string in the table
-    with pytest.raises(ELFError, match="not NUL-terminated"):
-        read_elf(data.replace(b"/q\0", b"/qX"))
-    with pytest.raises(ELFError, match=r"PT_DYNAMIC segment .* outside the file"):
-        read_elf(data[:-8])
+STRTAB = struct.pack("<qQ", 5, BASE + 64 + 2 * 56)  # DT_STRTAB as build_elf writes it (ELF64)
+BROKEN = {  # id: (hashing, bytes to find, replacement, message); SYNTH has 7 symbols, 4 unhashed
+    "unterminated-string": ("gnu", b"/q\0", b"/qX", "DT_RUNPATH string at .* not NUL-terminated"),
+    "small-phentsize": ("gnu", b"\x38\x00\x02\x00", b"\x08\x00\x02\x00", "e_phentsize 8 is small"),
+    "small-shentsize": ("sections", b"\x40\x00\x02\x00", b"\x08\x00\x02\x00", "e_shentsize 8"),
+    "gnu-symoffset": (
+        "gnu",
+        struct.pack("<4I", 1, 4, 1, 6),
+        struct.pack("<4I", 1, 99, 1, 6),
+        "below",
+    ),
+    "bad-syment": ("gnu", struct.pack("<qQ", 11, 24), struct.pack("<qQ", 11, 16), "DT_SYMENT 16"),
+    "unmapped-strtab": ("gnu", STRTAB, struct.pack("<qQ", 5, 8), "not inside any PT_LOAD"),
+    "no-strtab": ("gnu", STRTAB, struct.pack("<qQ", 0x70000000, 0), "no DT_STRTAB"),
+    "huge-nchain": (
+        "sysv",
+        struct.pack("<3I", 1, 7, 6),
+        struct.pack("<3I", 1, 2**32 - 1, 6),
+        "4294967295",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("hashing", "old", "new", "message"), [pytest.param(*v, id=k) for k, v in BROKEN.items()]
+)
+def test_rejects_broken_structure(hashing: str, old: bytes, new: bytes, message: str) -> None:
+    data = build_elf(hashing=hashing, **SYNTH)
+    assert data.count(old) == 1
+    with pytest.raises(ELFError, match=message):
+        read_elf(data.replace(old, new))
+
+
+def test_rejects_truncated_dynamic_segment() -> None:
+    with pytest.raises(ELFError, match=r"PT_DYNAMIC segment .* outside the \d+-byte file"):
+        read_elf(build_elf(**SYNTH)[:-8])
 
 
 def test_read_elf_file_errors_name_the_path(tmp_path: Path) -> None:

@@ -1,104 +1,75 @@
-"""Import-free PEP 440 specifier matching, pasted verbatim into the runtime stub.
-
-``spec_contains(spec, version)`` agrees with packaging 26.2's
-``SpecifierSet(spec).contains(version, prereleases=True)``, quirks included.
-Every other name starts with ``_vm_`` so the body can be pasted into any module.
-"""
+# Import-free PEP 440 specifier matching, pasted verbatim into the runtime stub (stub.py).
+# spec_contains(spec, version) == packaging 26.2's SpecifierSet(spec).contains(version,
+# prereleases=True), quirks included; all other names start with _vm_ to avoid clashes.
 
 _vm_D = "0123456789"
 _vm_SEP = (".", "_", "-")
-_vm_PRE = (("alpha", 0), ("a", 0), ("beta", 1), ("b", 1),
-           ("preview", 2), ("pre", 2), ("c", 2), ("rc", 2))
-_vm_POST = (("post", 0), ("rev", 0), ("r", 0))
-_vm_DEV = (("dev", 0),)
-_vm_SUF = ("dev", "a", "b", "rc", "post")
+_vm_PRE = (("alpha", 0), ("a", 0), ("beta", 1), ("b", 1), ("preview", 2), ("pre", 2), ("c", 2),
+           ("rc", 2))
 _vm_OPS = ("===", "==", "!=", "~=", "<=", ">=", "<", ">")
+_vm_SUF = ("dev", "a", "b", "rc", "post")
 _vm_cache = {}
 
 
-def _vm_seg(s, i, names):
-    # [._-]? NAME [._-]? [0-9]*  ->  ((rank, number), end) or (None, i)
-    j = i + 1 if s[i:i + 1] in _vm_SEP else i
+def _vm_seg(s, i, names):  # [._-]? NAME [._-]? [0-9]*  ->  ((rank, number), end) or (None, i)
+    j = i + (s[i:i + 1] in _vm_SEP)
     for name, rank in names:
         if s.startswith(name, j):
             j += len(name)
-            if s[j:j + 1] in _vm_SEP:
-                j += 1
+            j += s[j:j + 1] in _vm_SEP
             k = len(s) - len(s[j:].lstrip(_vm_D))
             return (rank, int(s[j:k] or 0)), k
     return None, i
 
 
-def _vm_key(e, rel, pre, post, dev, loc):
-    # packaging.version._cmpkey
-    i = len(rel)
-    while i and not rel[i - 1]:
-        i -= 1
-    if pre is None:
-        pre = (-1, 0) if post is None and dev is not None else (3, 0)
-    suf = (*pre, *((0, 0) if post is None else (1, post)), *((1, 0) if dev is None else (0, dev)))
-    return (e, rel[:i], suf) if loc is None else (e, rel[:i], suf, loc)
+def _vm_key(e, rel, pre, post, dev, lt):  # packaging.version._cmpkey; post=(1, n), dev=(0, n)
+    while rel and not rel[-1]:
+        rel = rel[:-1]
+    pre = pre or ((-1, 0) if post is None and dev else (3, 0))
+    k = (e, rel, (*pre, *(post or (0, 0)), *(dev or (1, 0))))
+    return k if lt is None else (*k, lt)
 
 
-def _vm_parse(s):
-    # -> (key, epoch, release, pre, post, dev, local) or None when not a valid version
+def _vm_parse(s):  # -> (key, epoch, release, pre, post, dev, local), or None if invalid
     s = s.strip()
     if not s.isascii():
         return None
-    s = s.lower()
-    if s[:1] == "v":
-        s = s[1:]
-    s, plus, loc = s.partition("+")
-    e = 0
-    if "!" in s:
-        es, _, s = s.partition("!")
-        if not es.isdigit():
-            return None
-        e = int(es)
+    s, plus, lt = s.lower().removeprefix("v").partition("+")
+    e, bang, s = s.rpartition("!")
     i = len(s) - len(s.lstrip("0123456789."))
-    if i and s[i - 1] == ".":
-        i -= 1
+    i -= s[i - 1:i] == "."
     rel = s[:i].split(".")
-    for x in rel:
-        if not x.isdigit():
-            return None
-    rel = tuple(map(int, rel))
-    pre = post = dev = lt = None
+    if (bang and not e.isdigit()) or not all(map(str.isdigit, rel)):
+        return None
+    pre = post = dev = None
     if i < len(s):
         pre, i = _vm_seg(s, i, _vm_PRE)
         if s[i:i + 1] == "-" and s[i + 1:i + 2].isdigit():
-            k = len(s) - len(s[i + 1:].lstrip(_vm_D))
-            post, i = int(s[i + 1:k]), k
-        else:
-            post, i = _vm_seg(s, i, _vm_POST)
-            post = post and post[1]
-        dev, i = _vm_seg(s, i, _vm_DEV)
-        dev = dev and dev[1]
-        if i != len(s):
+            s = s[:i] + "r" + s[i:]  # 1.0-3 is 1.0r-3
+        post, i = _vm_seg(s, i, (("post", 1), ("rev", 1), ("r", 1)))
+        dev, i = _vm_seg(s, i, (("dev", 0),))
+        if i < len(s):
             return None
     if plus:
-        lt = loc.replace("-", ".").replace("_", ".").split(".")
-        for x in lt:
-            if not x.isalnum():
-                return None
+        lt = lt.replace("-", ".").replace("_", ".").split(".")
+        if not all(map(str.isalnum, lt)):
+            return None
         lt = tuple((int(x), "") if x.isdigit() else (-1, x) for x in lt)
+    else:
+        lt = None
+    e, rel = int(e or 0), tuple(map(int, rel))
     return _vm_key(e, rel, pre, post, dev, lt), e, rel, pre, post, dev, lt
 
 
-def _vm_parts(p):
-    # packaging.specifiers._version_split(str(public version))
+def _vm_parts(p):  # packaging.specifiers._version_split(str(public version))
     x = [str(p[1]), *map(str, p[2])]
-    if p[3] is not None:
-        x.append(("a", "b", "rc")[p[3][0]] + str(p[3][1]))
-    if p[4] is not None:
-        x.append(f"post{p[4]}")
-    if p[5] is not None:
-        x.append(f"dev{p[5]}")
+    for tag, seg in (("", p[3]), ("post", p[4]), ("dev", p[5])):
+        if seg:
+            x.append((tag or ("a", "b", "rc")[seg[0]]) + str(seg[1]))
     return x
 
 
-def _vm_vsplit(s):
-    # packaging.specifiers._version_split on a raw string
+def _vm_vsplit(s):  # packaging.specifiers._version_split of a raw string
     e, _, s = s.rpartition("!")
     out = [e or "0"]
     for it in s.split("."):
@@ -108,64 +79,41 @@ def _vm_vsplit(s):
     return out
 
 
-def _vm_wsplit(w):
-    # Specifier._get_wildcard_split: split of canonicalize_version(w) + numeric prefix length
+def _vm_wild(w, neg):  # clause for ==w.* / !=w.*: (split of canonicalize_version(w), its digits)
     q = _vm_parse(w)
     sp = _vm_vsplit(w) if q is None else _vm_parts(q)
-    n = 0
-    while n < len(sp) and sp[n].isdigit():
-        n += 1
-    return sp, n
-
-
-def _vm_wild(p, w):
-    # prefix match (==X.*): zero-pad the release, compare the leading segments
-    sp, n = w
-    x = _vm_parts(p)
-    m = len(p[2]) + 1
-    if m < n:
-        x[m:m] = ["0"] * (n - m)
-    return x[:len(sp)] == sp
+    return "*", (sp, next((i for i, x in enumerate(sp) if not x.isdigit()), len(sp)), neg), None
 
 
 def _vm_compile(spec):
     out = []
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in filter(None, map(str.strip, spec.split(","))):
         op = next((o for o in _vm_OPS if item.startswith(o)), "")
         v = item[len(op):].strip()
-        if op == "===":
-            if ";" in v or ")" in v or len(v.split()) > 1:
-                raise ValueError(f"Invalid specifier: {item!r}")
-            out.append((op, v.lower(), None))
-            continue
         w = op in ("==", "!=") and v[-2:] == ".*"
-        q = _vm_parse(v[:-2] if w else v) if op and v.split() == [v] else None
-        if (q is None or (w and q[3:] != (None, None, None, None))
-                or (q[6] is not None and op not in ("==", "!="))
-                or (op == "~=" and len(q[2]) < 2)):
+        q = _vm_parse(v[:-2] if w else v) if op in _vm_OPS[1:] and v.split() == [v] else None
+        if op == "===" and ";" not in v and ")" not in v and len(v.split()) < 2:
+            out.append((op, v.lower(), None))
+        elif (op == "===" or q is None or (w and q[3:] != (None,) * 4)
+              or (q[6] is not None and op not in ("==", "!=")) or (op == "~=" and len(q[2]) < 2)):
             raise ValueError(f"Invalid specifier: {item!r}")
-        x = None
-        if w:
-            op, q = op + "*", _vm_wsplit(v[:-2])
-        elif op == "~=":
-            kept = []
-            for it in _vm_vsplit(v):
-                if it.startswith(_vm_SUF):
-                    break
-                kept.append(it)
-            x = _vm_wsplit(kept[0] + "!" + ".".join(kept[1:-1]))
-        elif op == "<":
-            x = _vm_key(q[1], q[2], None, q[4], 0, None)
-        out.append((op, q, x))
+        elif w:
+            out.append(_vm_wild(v[:-2], op == "!="))
+        else:  # ~= is >=V plus ==P.* (P from packaging's raw-string split of V)
+            x = _vm_key(q[1], q[2], None, q[4], (0, 0), None)  # earliest pre-release, for <V
+            out.append((">=" if op == "~=" else op, q, x))
+            if op == "~=":
+                sp = _vm_vsplit(v)
+                n = next((i for i, x in enumerate(sp) if x.startswith(_vm_SUF)), len(sp))
+                out.append(_vm_wild(sp[0] + "!" + ".".join(sp[1:n - 1]), False))
     return out
 
 
 def spec_contains(spec: str, version: str) -> bool:
     cs = _vm_cache.get(spec)
     if cs is None:
+        if len(_vm_cache) > 999:
+            _vm_cache.clear()
         cs = _vm_cache[spec] = _vm_compile(spec)
     p = _vm_parse(version) if cs else None
     for op, q, x in cs:
@@ -173,24 +121,22 @@ def spec_contains(spec: str, version: str) -> bool:
             ok = version.lower() == q
         elif p is None:
             return False
-        elif op in ("==*", "!=*"):
-            ok = _vm_wild(p, q) != (op == "!=*")
-        elif op in ("==", "!="):
-            ok = ((p[0] if q[6] is not None else p[0][:3]) == q[0]) != (op == "!=")
-        elif op == "<=":
-            ok = p[0][:3] <= q[0]
-        elif op == ">=":
-            ok = p[0][:3] >= q[0]
-        elif op == "~=":
-            ok = p[0][:3] >= q[0] and _vm_wild(p, x)
-        elif op == "<":
-            ok = p[0] < q[0] and not (q[3] is None and q[5] is None and p[0] >= x
-                                      and (p[3] is not None or p[5] is not None))
+        elif op == "*":
+            sp, n, neg = q
+            t, m = _vm_parts(p), len(p[2]) + 1
+            t[m:m] = ["0"] * (n - m)
+            ok = (t[:len(sp)] == sp) != neg
         else:
-            ok = p[0] > q[0] and not (
-                (q[4] is None and p[4] is not None
-                 and _vm_key(p[1], p[2], p[3], None, None, None) == q[0])
-                or (p[6] is not None and p[0][:3] == q[0]))
+            k, pk, qk = p[0], p[0][:3], q[0]
+            if op in ("==", "!="):
+                ok = ((k if q[6] else pk) == qk) != (op == "!=")
+            elif op in ("<=", ">="):
+                ok = pk <= qk if op == "<=" else pk >= qk
+            elif op == "<":  # <V excludes V's pre-releases unless V is one
+                ok = k < qk and (bool(q[3] or q[5]) or k < x or not (p[3] or p[5]))
+            else:  # >V excludes V's post-releases (unless V is one) and V+local
+                ok = (k > qk and (p[6] is None or pk != qk)
+                      and (q[4] or not p[4] or _vm_key(p[1], p[2], p[3], None, None, None) != qk))
         if not ok:
             return False
     return True

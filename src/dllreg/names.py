@@ -68,7 +68,8 @@ class NativeRequirement:
             req = Requirement(raw)
         except InvalidRequirement as exc:
             raise RequirementError(
-                f"invalid requirement {raw!r}: {exc}; write NAME SPECIFIER, e.g. 'openblas>=0.3'"
+                f"invalid requirement {raw!r}: {str(exc).splitlines()[0]}; "
+                "write NAME SPECIFIER, e.g. 'openblas>=0.3'"
             ) from None
         if req.url:
             raise RequirementError(f"requirement {raw!r}: URLs are not allowed, name a library")

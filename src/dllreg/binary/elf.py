@@ -16,9 +16,7 @@ __all__ = ["ELFError", "ELFInfo", "is_elf", "read_elf", "read_elf_file"]
 
 _MAGIC = b"\x7fELF"
 
-_PT_LOAD, _PT_DYNAMIC = 1, 2
-_SHT_DYNSYM = 11
-_SHN_UNDEF = 0
+_PT_LOAD, _PT_DYNAMIC, _SHT_DYNSYM, _SHN_UNDEF = 1, 2, 11, 0
 _DT_NULL, _DT_NEEDED, _DT_HASH, _DT_STRTAB, _DT_SYMTAB = 0, 1, 4, 5, 6
 _DT_STRSZ, _DT_SYMENT, _DT_SONAME, _DT_RPATH, _DT_RUNPATH = 10, 11, 14, 15, 29
 _DT_GNU_HASH = 0x6FFFFEF5
@@ -29,21 +27,15 @@ _BINDS = frozenset({1, 2, 10})  # GLOBAL, WEAK, GNU_UNIQUE
 # NOTYPE, OBJECT, FUNC, COMMON, TLS, GNU_IFUNC: everything but SECTION/FILE bookkeeping.
 _EXPORT_TYPES = frozenset({0, 1, 2, 5, 6, 10})
 
-# e_machine -> (name for ELF32, name for ELF64); uname -m style.
+# e_machine -> (name for ELF32, name for ELF64), spelled as `uname -m` does.
+# fmt: off
 _MACHINES: dict[int, tuple[str, str]] = {
-    2: ("sparc", "sparc64"),
-    3: ("i386", "i386"),
-    8: ("mips", "mips64"),
-    20: ("ppc", "ppc64"),
-    21: ("ppc64", "ppc64"),
-    22: ("s390", "s390x"),
-    40: ("arm", "arm"),
-    43: ("sparc64", "sparc64"),
-    62: ("x86_64", "x86_64"),
-    183: ("aarch64", "aarch64"),
-    243: ("riscv32", "riscv64"),
+    2: ("sparc", "sparc64"), 3: ("i386", "i386"), 8: ("mips", "mips64"), 20: ("ppc", "ppc"),
+    21: ("ppc64", "ppc64"), 22: ("s390", "s390x"), 40: ("arm", "arm"), 43: ("sparc64", "sparc64"),
+    62: ("x86_64", "x86_64"), 183: ("aarch64", "aarch64"), 243: ("riscv32", "riscv64"),
     258: ("loongarch32", "loongarch64"),
 }
+# fmt: on
 _EM_PPC64, _EM_S390, _EM_ALPHA = 21, 22, 0x9026
 
 # Per ELF class: Ehdr after e_ident, Phdr, Shdr, Dyn, Sym formats, then the positions of
@@ -60,6 +52,8 @@ class ELFError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ELFInfo:
+    """What the dynamic loader sees; a file without PT_DYNAMIC has no names and no symbols."""
+
     machine: str
     bits: int
     soname: str | None
@@ -91,8 +85,7 @@ class _Reader:
     def check(self, offset: int, size: int, what: str) -> None:
         if offset < 0 or size < 0 or offset + size > len(self.data):
             raise ELFError(
-                f"{what} ({size} bytes at offset {offset:#x}) lies outside the file "
-                f"({len(self.data)} bytes)"
+                f"{what} ({size} bytes at {offset:#x}) is outside the {len(self.data)}-byte file"
             )
 
     def unpack(self, fmt: struct.Struct, offset: int, what: str) -> tuple[int, ...]:
@@ -158,7 +151,9 @@ def _count_from_gnu_hash(r: _Reader, offset: int) -> int:
     return int(index + 1)
 
 
-def _dynsym_count(r: _Reader, machine: int, tags: dict[int, int], sections: int | None) -> int:
+def _dynsym_count(r: _Reader, header: tuple[int, ...], tags: dict[int, int]) -> int:
+    machine, shoff, shentsize, shnum = header[1], header[5], header[10], header[11]
+    sections = _count_from_sections(r, shoff, shnum, shentsize)
     if sections is not None:
         return sections
     if _DT_HASH in tags:
@@ -184,8 +179,7 @@ def read_elf(data: bytes) -> ELFInfo:
         raise ELFError(f"unsupported ELF data encoding {ei_data}")
     r = _Reader(data, ei_class, ei_data)
     header = r.unpack(r.ehdr, 16, "ELF header")
-    machine, phoff, shoff = header[1], header[4], header[5]
-    phentsize, phnum, shentsize, shnum = header[8], header[9], header[10], header[11]
+    machine, phoff, phentsize, phnum = header[1], header[4], header[8], header[9]
     names = _MACHINES.get(machine, (f"em{machine}", f"em{machine}"))
     machine_name = names[r.bits == 64]
     if machine == _EM_PPC64 and r.order == "<":
@@ -233,8 +227,7 @@ def read_elf(data: bytes) -> ELFInfo:
     exported: set[str] = set()
     imported: set[str] = set()
     if _DT_SYMTAB in tags:
-        sections = _count_from_sections(r, shoff, shnum, shentsize)
-        count = _dynsym_count(r, machine, tags, sections)
+        count = _dynsym_count(r, header, tags)
         sym_start = r.file_offset(tags[_DT_SYMTAB], "DT_SYMTAB")
         r.check(sym_start, count * r.sym.size, f"dynamic symbol table of {count} entries")
         view = memoryview(data)[sym_start : sym_start + count * r.sym.size]

@@ -1,0 +1,5 @@
+"""dllreg example consumer: ``matmul(a, b)`` through OpenBLAS's cblas_dgemm."""
+
+from ._blasgemm import matmul, threads
+
+__all__ = ["matmul", "threads"]

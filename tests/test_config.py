@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dllreg.config import import_backend, load_config, parse_config
+from dllreg.errors import ConfigError
+
+
+def cfg(**table: Any) -> dict[str, Any]:
+    return {"tool": {"dllreg": table}}
+
+
+def test_valid_table() -> None:
+    c = parse_config(cfg(backend="setuptools.build_meta",
+                         requires=["openblas>=0.3", "zlib; sys_platform == 'nonexistent'"]))
+    assert c.backend == "setuptools.build_meta"
+    assert [r.name for r in c.requires] == ["openblas", "zlib"]
+    assert [r.name for r in c.active_requires()] == ["openblas"]
+
+
+@pytest.mark.parametrize("pyproject,match", [
+    ({}, "no \\[tool.dllreg\\] table"),
+    (cfg(requires=[]), "backend: missing"),
+    (cfg(backend=["setuptools.build_meta"]), "backend: .* not a usable backend"),
+    (cfg(backend="dllreg.build"), "not a usable backend"),
+    (cfg(backend="x", requires="openblas"), "requires: must be a list"),
+    (cfg(backend="x", requires=["openblas>>1"]), r"requires\[0\]: invalid requirement"),
+    (cfg(backend="x", requires=[3]), r"requires\[0\]: requirement must be a string"),
+    (cfg(backend="x", requires=["-bad"]), r"requires\[0\]: invalid"),
+    (cfg(backend="x", requires=["a>1", "A<3"]), "listed twice"),
+    (cfg(backend="x", require=["a"]), "require: unknown key"),
+], ids=["no-table", "no-backend", "backend-list", "self", "requires-str", "bad-spec",
+        "not-str", "bad-name", "dup", "typo"])
+def test_bad_tables_name_file_and_key(pyproject: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_config(pyproject)
+    assert str(info.value).startswith("pyproject.toml")
+
+
+def test_invalid_toml_names_file(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.dllreg\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(tmp_path)
+
+
+def test_backend_that_cannot_be_imported(tmp_path: Path) -> None:
+    c = parse_config(cfg(backend="no_such_backend_xyz.api"))
+    with pytest.raises(ConfigError, match="backend: cannot import 'no_such_backend_xyz.api'.*"
+                       r"\[build-system\] requires"):
+        import_backend(c, tmp_path)
+
+
+def test_in_tree_backend_path(tmp_path: Path) -> None:
+    (tmp_path / "_be").mkdir()
+    (tmp_path / "_be" / "my_inner_backend.py").write_text("MARK = 1\n")
+    c = parse_config(cfg(backend="my_inner_backend", **{"backend-path": ["_be"]}))
+    assert import_backend(c, tmp_path).MARK == 1

@@ -1,0 +1,118 @@
+"""`python -m dllreg package-lib`: real gcc-built libraries in, verified wheels out."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import QSUM_C, gcc_shared
+from installer.sources import WheelFile
+from installer.utils import parse_metadata_file
+
+from dllreg.__main__ import main
+from dllreg.manifest import Manifest
+
+
+def package(source: Path, out: Path, *extra: str, version: str = "3.1.4") -> tuple[int, str]:
+    buf = io.StringIO()
+    code = main(["package-lib", "qsum", "--version", version, "--from", str(source), "-o",
+                 str(out), *extra], buf)
+    return code, buf.getvalue()
+
+
+def test_directory_source(qsum_dir: Path, tmp_path: Path) -> None:
+    code, text = package(qsum_dir, tmp_path / "out")
+    assert code == 0, text
+    wheel = tmp_path / "out" / "dllreg_lib_qsum-3.1.4-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        manifest = Manifest.from_text(zf.read("dllreg.libs/qsum/MANIFEST").decode())
+        pc = zf.read("dllreg.libs/qsum/lib/pkgconfig/qsum.pc").decode()
+        meta = parse_metadata_file(zf.read("dllreg_lib_qsum-3.1.4.dist-info/METADATA").decode())
+        lib_mode = zf.getinfo("dllreg.libs/qsum/lib/libqsum.so.3").external_attr >> 16
+    assert meta["Name"] == "dllreg-lib-qsum" and meta["Version"] == "3.1.4"
+    assert [f.soname for f in manifest.libraries] == ["libqsum.so.3"]
+    assert manifest.headers == ("include/qsum.h",)
+    assert "prefix=${pcfiledir}/../.." in pc and "-l:libqsum.so.3" in pc
+    assert "-rpath," not in pc  # consumers must not get an RPATH
+    assert lib_mode & 0o111
+    # installer validates RECORD hashes and sizes against the members.
+    with WheelFile.open(wheel) as source:
+        source.validate_record()
+
+
+def test_dependency_order_and_requires(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    gcc_shared(src / "libdep.so.1", "int dep(void){return 7;}", "libdep.so.1")
+    gcc_shared(src / "libqsum.so.3", "int dep(void); int top(void){return dep();}",
+               "libqsum.so.3", f"-L{src}", "-l:libdep.so.1")
+    code, text = package(src, tmp_path / "out", "--requires", "zlib>=1.2")
+    assert code == 0, text
+    with zipfile.ZipFile(next((tmp_path / "out").glob("*.whl"))) as zf:
+        m = Manifest.from_text(zf.read("dllreg.libs/qsum/MANIFEST").decode())
+        meta = zf.read("dllreg_lib_qsum-3.1.4.dist-info/METADATA").decode()
+    assert [f.soname for f in m.libraries] == ["libdep.so.1", "libqsum.so.3"]
+    assert "libdep.so.1" in m.libraries[1].needed
+    assert "Requires-Dist: dllreg-lib-zlib>=1.2" in meta
+
+
+def test_wheel_source_keeps_platform_and_extra_cflags(qsum_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "vendor-1.0-py3-none-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.write(qsum_dir / "lib" / "libqsum.so.3", "vendor/lib/libqsum.so.3")
+        zf.write(qsum_dir / "include" / "qsum.h", "vendor/include/qsum.h")
+        zf.writestr("vendor/lib/pkgconfig/q.pc", "Cflags: -I${includedir} -DQ_PREFIX=q_\n")
+        zf.writestr("vendor-1.0.dist-info/licenses/LICENSE.txt", "BSD\n")
+    code, text = package(src, tmp_path / "out")
+    assert code == 0, text
+    wheel = tmp_path / "out" / "dllreg_lib_qsum-3.1.4-py3-none-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        pc = zf.read("dllreg.libs/qsum/lib/pkgconfig/qsum.pc").decode()
+        assert zf.read("dllreg_lib_qsum-3.1.4.dist-info/licenses/LICENSE.txt") == b"BSD\n"
+    assert "Cflags: -I${includedir} -DQ_PREFIX=q_" in pc
+
+
+def bad_zip(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "bad-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(name, b"\x7fELF")
+    return path
+
+
+@pytest.mark.parametrize("make,args,match", [
+    (lambda t, q: t, [], "no shared library found"),
+    (lambda t, q: q, ["--version", "1.x"], "invalid version '1.x'"),
+    (lambda t, q: bad_zip(t, "../../evil.so"), [], "unsafe member name"),
+    (lambda t, q: bad_zip(t, "/etc/evil.so"), [], "unsafe member name"),
+    (lambda t, q: t / "missing.whl", [], "expected a wheel"),
+    (lambda t, q: q, ["--requires", "zlib>>1"], "invalid requirement"),
+], ids=["empty-dir", "bad-version", "traversal", "absolute", "missing", "bad-requires"])
+def test_bad_sources_write_nothing(tmp_path: Path, qsum_dir: Path, capsys: pytest.CaptureFixture[str],
+                                   make, args: list[str], match: str) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    source = make(empty, qsum_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    extra = [a for a in args if a != "--version" and a != "1.x"]
+    version = "1.x" if "1.x" in args else "3.1.4"
+    code, _ = package(source, out, *extra, version=version)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and match in err, err
+    assert err.count("\n") == 1  # one line
+    assert list(out.iterdir()) == []
+
+
+def test_library_without_soname_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gcc_shared(tmp_path / "src" / "libqsum.so", QSUM_C, None)
+    code, _ = package(tmp_path / "src", tmp_path / "out")
+    assert code == 2 and "has no SONAME" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_conflicting_copies_of_one_soname(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gcc_shared(tmp_path / "src" / "a" / "libqsum.so.3", QSUM_C, "libqsum.so.3")
+    gcc_shared(tmp_path / "src" / "b" / "libqsum.so.3", "int other(void){return 1;}", "libqsum.so.3")
+    code, _ = package(tmp_path / "src", tmp_path / "out")
+    assert code == 2 and "two different files carry SONAME libqsum.so.3" in capsys.readouterr().err

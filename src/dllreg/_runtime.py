@@ -33,6 +33,8 @@ def _state():
         class LibraryImportError(ImportError):
             """A native library required by a package cannot be preloaded."""
 
+        LibraryImportError.__module__ = _STATE
+        LibraryImportError.__qualname__ = "LibraryImportError"
         st.LibraryImportError = LibraryImportError
         sys.modules[_STATE] = st
     return st

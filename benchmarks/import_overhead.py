@@ -1,0 +1,293 @@
+"""Import-time overhead of the dllreg ``_dlls.py`` stub, as ratios against a vendored baseline.
+
+Builds everything in a temp dir (gcc, a throwaway venv, dllreg's own code paths, no network):
+  libbench.so.1        C library, packaged by dllreg.libwheel, installed with ``installer``
+  benchstub            extension linked -l:libbench.so.1, no rpath; __init__ imports _dlls
+  benchvend (baseline) own copy of libbench.so.1 next to the extension, RUNPATH $ORIGIN
+  benchtorch           "torch style": __init__ globs sys.path for benchtorch.libs/libbench*.so*
+                       and ctypes.CDLL()s it before importing the extension (no rpath)
+Run: .venv/bin/python benchmarks/import_overhead.py [--runs N] [--json]. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+
+from dllreg.binary.elf import read_elf_file
+from dllreg.consumer import insert_stub_import
+from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.names import NativeRequirement
+from dllreg.stub import STUB_FILE, render_stub
+
+LIB_C = "int bench_answer(void) { return 42; }\n"
+EXT_C = """#include <Python.h>
+int bench_answer(void);
+static PyObject *answer(PyObject *m, PyObject *a) { return PyLong_FromLong(bench_answer()); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_ext", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__ext(void) { return PyModule_Create(&mod); }
+"""
+TORCH_INIT = '''"""Torch style: find the library on sys.path and CDLL it by absolute path."""
+import ctypes
+import glob
+import os
+import sys
+
+
+def _preload():
+    for entry in sys.path:
+        for path in glob.glob(os.path.join(entry, "benchtorch.libs", "libbench*.so*")):
+            ctypes.CDLL(path)
+            return
+
+
+_preload()
+from . import _ext  # noqa: E402
+'''
+VARIANTS = ("stub", "vendored", "torch-style", "python -c pass")
+MODULES = {"stub": "benchstub", "vendored": "benchvend", "torch-style": "benchtorch"}
+# Figure 2 drivers, each run in a fresh interpreter. (a) imports the stub of benchstub, then
+# that of benchstub2 (library already loaded), with the parent packages faked so that neither
+# __init__ nor the extension runs. (b) imports _ctypes and does a bare dlopen of the same file.
+DRIVER_A = """import sys, time
+for name in ("benchstub", "benchstub2"):
+    m = type(sys)(name); m.__path__ = [{site!r} + "/" + name]; sys.modules[name] = m
+t0 = time.perf_counter_ns(); import benchstub._dlls
+t1 = time.perf_counter_ns(); import benchstub2._dlls
+t2 = time.perf_counter_ns(); print(t1 - t0, t2 - t1)
+"""
+DRIVER_B = """import os, time
+t0 = time.perf_counter_ns(); import _ctypes
+t1 = time.perf_counter_ns(); _ctypes.dlopen({lib!r}, os.RTLD_LOCAL)
+t2 = time.perf_counter_ns(); print(t1 - t0, t2 - t1)
+"""
+# Figure 3: one process, library already loaded by benchstub; exec benchstub2's stub N times.
+DRIVER_C = """import sys, time
+import benchstub
+path = {stub!r}
+with open(path, encoding="utf-8") as f:
+    code = compile(f.read(), path, "exec")
+out = []
+for _ in range({n}):
+    g = {{"__name__": "benchstub2._dlls", "__file__": path, "__package__": "benchstub2",
+         "__builtins__": __builtins__}}
+    t0 = time.perf_counter_ns(); exec(code, g); out.append(time.perf_counter_ns() - t0)
+print(*out)
+"""
+
+
+def sh(*cmd: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd)
+    if proc.returncode:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def bench_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "DLLREG_")) and k != "LD_LIBRARY_PATH"}
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def build_ext(pkg_dir: Path, info: dict[str, str], link: list[str]) -> Path:
+    src = pkg_dir.parent.parent / f"{pkg_dir.name}_ext.c"
+    src.write_text(EXT_C)
+    out = pkg_dir / ("_ext" + info["ext_suffix"])
+    sh("gcc", "-O2", "-shared", "-fPIC", f"-I{info['include']}", src, "-o", out, *link)
+    return out
+
+
+def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]:
+    """Build the library, venv and three consumers; return (python, site, files)."""
+    venv, libsrc, dist, cwd = root / "venv", root / "libsrc", root / "dist", root / "cwd"
+    for d in (libsrc, dist, cwd):
+        d.mkdir()
+    sh(sys.executable, "-m", "venv", "--without-pip", venv)
+    py = venv / "bin" / "python"
+    info = json.loads(sh(py, "-c", "import json, sys, sysconfig as s; print(json.dumps(dict("
+                         "s.get_paths(), ext_suffix=s.get_config_var('EXT_SUFFIX'))))"))
+    site = Path(info["platlib"])
+    (root / "lib.c").write_text(LIB_C)
+    sh("gcc", "-O2", "-shared", "-fPIC", "-Wl,-soname,libbench.so.1", root / "lib.c",
+       "-o", libsrc / "libbench.so.1")
+    # The library wheel, through dllreg's real code path; installed with `installer`.
+    wheel = write_library_wheel(plan_library(read_source(libsrc), "bench", "1.0"), dist)
+    scheme = {k: info[k] for k in ("purelib", "platlib", "scripts", "data")}
+    scheme["headers"] = str(venv / "include" / "site" / "python3" / "dllreg-lib-bench")
+    with WheelFile.open(wheel) as whl:
+        install(whl, SchemeDictionaryDestination(scheme, str(py), "posix"),
+                {"INSTALLER": b"dllreg-benchmark"})
+    lib = site / "dllreg.libs" / "bench" / "lib" / "libbench.so.1"
+    req = [NativeRequirement.parse("bench>=1")]
+    # A: stubbed consumer, plus benchstub2 (a second consumer of the same library, stub only).
+    for name in ("benchstub", "benchstub2"):
+        (site / name).mkdir()
+        (site / name / STUB_FILE).write_text(render_stub(name, req))
+        ext = "from . import _ext\n" if name == "benchstub" else ""
+        body = '"""Benchmark consumer."""\n' + ext
+        (site / name / "__init__.py").write_text(insert_stub_import(body, name))
+    stub_ext = build_ext(site / "benchstub", info, [f"-L{lib.parent}", "-l:libbench.so.1"])
+    # B: vendored copy next to the extension, RUNPATH $ORIGIN.
+    (site / "benchvend").mkdir()
+    shutil.copy2(libsrc / "libbench.so.1", site / "benchvend")
+    vend_ext = build_ext(site / "benchvend", info,
+                         [f"-L{site / 'benchvend'}", "-l:libbench.so.1", "-Wl,-rpath,$ORIGIN"])
+    (site / "benchvend" / "__init__.py").write_text("from . import _ext\n")
+    # C: torch style, copy in benchtorch.libs/, found by globbing sys.path, loaded with ctypes.
+    (site / "benchtorch").mkdir()
+    (site / "benchtorch.libs").mkdir()
+    shutil.copy2(libsrc / "libbench.so.1", site / "benchtorch.libs")
+    torch_ext = build_ext(site / "benchtorch", info,
+                          [f"-L{site / 'benchtorch.libs'}", "-l:libbench.so.1"])
+    (site / "benchtorch" / "__init__.py").write_text(TORCH_INIT)
+    for ext, want in ((stub_ext, ()), (vend_ext, ("$ORIGIN",)), (torch_ext, ())):
+        elf = read_elf_file(ext)
+        assert elf.rpath + elf.runpath == want and "libbench.so.1" in elf.needed, (ext, elf)
+    sh(py, "-m", "compileall", "-q", site, env=env)
+    for mod in MODULES.values():
+        sh(py, "-c", f"import {mod}; assert {mod}._ext.answer() == 42", env=env, cwd=cwd)
+    # Without its stub, benchstub's extension must not load: the stub is what makes it work.
+    probe = f"import sys; sys.path.insert(0, {str(site / 'benchstub')!r}); import _ext"
+    fail = subprocess.run([py, "-c", probe], capture_output=True, env=env, cwd=cwd)
+    assert fail.returncode and b"libbench.so.1" in fail.stderr, fail
+    return py, site, {"lib": lib, "stub2": site / "benchstub2" / STUB_FILE, "cwd": cwd}
+
+
+def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
+    t0 = time.perf_counter_ns()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
+    dt = time.perf_counter_ns() - t0
+    if proc.returncode:
+        raise SystemExit(f"failed: {cmd}")
+    return dt
+
+
+def stats(ns: list[float], unit: float) -> dict[str, float]:
+    q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
+    return {"median": med / unit, "q1": q1 / unit, "q3": q3 / unit, "iqr": (q3 - q1) / unit,
+            "n": len(ns)}
+
+
+def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
+            env: dict[str, str]) -> dict[str, object]:
+    cwd = files["cwd"]
+    # Figures 1 and 4: whole-process wall time, interleaved, in rotated order.
+    cmds = {v: [str(py), "-c", f"import {MODULES[v]}" if v in MODULES else "pass"]
+            for v in VARIANTS}
+    for cmd in cmds.values():  # warm the page cache and __pycache__
+        wall(cmd, env, cwd)
+    walls: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    for i in range(runs):
+        for v in VARIANTS[i % 4:] + VARIANTS[:i % 4]:
+            walls[v].append(wall(cmds[v], env, cwd))
+    # Figure 2: stub import vs bare _ctypes.dlopen, in fresh processes, interleaved.
+    drivers = {"a": DRIVER_A.format(site=str(site)), "b": DRIVER_B.format(lib=str(files["lib"]))}
+    parts: dict[str, list[int]] = {k: [] for k in ("stub", "stub2", "ctypes", "dlopen")}
+    for i in range(runs):
+        for key in ("ab" if i % 2 else "ba"):
+            x, y = map(int, sh(py, "-c", drivers[key], env=env, cwd=cwd).split())
+            parts["stub" if key == "a" else "ctypes"].append(x)
+            parts["stub2" if key == "a" else "dlopen"].append(y)
+    # Figure 3: the already-loaded path, exec'd in one process.
+    n_exec = max(1000, runs * 5)
+    drv_c = DRIVER_C.format(stub=str(files["stub2"]), n=n_exec)
+    execs = [int(x) for x in sh(py, "-c", drv_c, env=env, cwd=cwd).split()]
+
+    ms = 1e6
+    fig1 = {v: stats(walls[v], ms) for v in VARIANTS}
+    base = fig1["vendored"]["median"]
+    for v in VARIANTS:
+        pair = [a / b for a, b in zip(walls[v], walls["vendored"])]
+        fig1[v]["ratio"] = fig1[v]["median"] / base
+        fig1[v]["paired_ratio"] = statistics.median(pair)
+    fig2 = {k: stats(v, ms) for k, v in parts.items()}
+    stub_cost = fig2["stub"]["median"] - fig2["dlopen"]["median"]
+    fig3 = stats(execs, 1e3)
+    return {
+        "runs": runs, "python": sys.version.split()[0], "env": {"OPENBLAS_NUM_THREADS": "1",
+                                                                "OMP_NUM_THREADS": "1"},
+        "whole_process_ms": fig1,
+        "stub_in_process_ms": {**fig2, "stub_minus_dlopen": stub_cost},
+        "already_loaded_exec_us": fig3,
+        "goals": {
+            "stub_ratio_le_1.03": fig1["stub"]["ratio"] <= 1.03,
+            "stub_cost_le_0.5ms": stub_cost <= 0.5,
+            "already_loaded_le_20us": fig3["median"] <= 20.0,
+        },
+    }
+
+
+def report(r: dict, elapsed: float) -> None:
+    f1, f2, f3 = r["whole_process_ms"], r["stub_in_process_ms"], r["already_loaded_exec_us"]
+    ok = {True: "OK", False: "MISSED"}
+    print(f"dllreg import overhead  (Python {r['python']}, {r['runs']} interleaved runs each, "
+          "OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1)\n")
+    print("1/4. whole process: python -c 'import X'   (ms; ratio = median / vendored median;")
+    print("     paired = median over rounds of X / vendored in the same round)")
+    print(f"  {'variant':<16}{'median':>8}{'q1':>8}{'q3':>8}{'IQR':>7}{'ratio':>8}{'paired':>8}")
+    for v, s in f1.items():
+        print(f"  {v:<16}{s['median']:8.2f}{s['q1']:8.2f}{s['q3']:8.2f}{s['iqr']:7.2f}"
+              f"{s['ratio']:8.3f}{s['paired_ratio']:8.3f}")
+    print(f"  goal: stub ratio <= 1.03 -> {ok[r['goals']['stub_ratio_le_1.03']]} "
+          f"(stub - vendored = {f1['stub']['median'] - f1['vendored']['median']:+.2f} ms)\n")
+    print("2. stub in process, fresh interpreters (ms)")
+    rows = (("a: import benchstub._dlls (incl. dlopen)", "stub"),
+            ("b: import _ctypes", "ctypes"),
+            ("b: bare _ctypes.dlopen", "dlopen"),
+            ("a: then import benchstub2._dlls (loaded)", "stub2"))
+    for label, key in rows:
+        s = f2[key]
+        print(f"  {label:<44}{s['median']:7.3f}  IQR {s['iqr']:.3f}")
+    print(f"  stub cost = a - dlopen = {f2['stub_minus_dlopen']:.3f} ms "
+          f"(of which import _ctypes {f2['ctypes']['median']:.3f})   goal <= 0.5 ms -> "
+          f"{ok[r['goals']['stub_cost_le_0.5ms']]}\n")
+    print(f"3. already loaded: exec of benchstub2's stub code, {f3['n']} times in one process (us)")
+    print(f"  median {f3['median']:.1f}  q1 {f3['q1']:.1f}  q3 {f3['q3']:.1f}  "
+          f"IQR {f3['iqr']:.1f}   goal <= 20 us -> {ok[r['goals']['already_loaded_le_20us']]}\n")
+    print(f"total runtime {elapsed:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200, help="runs per variant (default 200)")
+    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    args = ap.parse_args(argv)
+    if args.runs < 4:
+        ap.error("--runs must be at least 4")
+    start = time.perf_counter()
+    env = bench_env()
+    root = Path(tempfile.mkdtemp(prefix="dllreg-bench-"))
+    try:
+        py, site, files = setup(root, env)
+        result = measure(args.runs, py, site, files, env)
+    finally:
+        if args.keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    elapsed = time.perf_counter() - start
+    result["total_runtime_s"] = round(elapsed, 1)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        report(result, elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -61,13 +61,18 @@ VARIANTS = ("stub", "vendored", "torch-style", "python -c pass")
 MODULES = {"stub": "benchstub", "vendored": "benchvend", "torch-style": "benchtorch"}
 # Figure 2 drivers, each run in a fresh interpreter. (a) imports the stub of benchstub, then
 # that of benchstub2 (library already loaded), with the parent packages faked so that neither
-# __init__ nor the extension runs. (b) imports _ctypes and does a bare dlopen of the same file.
+# __init__ nor the extension runs. The package directories' finders are warmed first (timed
+# apart): a real package needs that finder for its extension anyway, stub or not.
+# (b) imports _ctypes and does a bare dlopen of the same file.
 DRIVER_A = """import sys, time
+from importlib.machinery import PathFinder
+tw = time.perf_counter_ns()
 for name in ("benchstub", "benchstub2"):
     m = type(sys)(name); m.__path__ = [{site!r} + "/" + name]; sys.modules[name] = m
+    PathFinder.find_spec(name + "._absent", m.__path__)
 t0 = time.perf_counter_ns(); import benchstub._dlls
 t1 = time.perf_counter_ns(); import benchstub2._dlls
-t2 = time.perf_counter_ns(); print(t1 - t0, t2 - t1)
+t2 = time.perf_counter_ns(); print(t1 - t0, t2 - t1, (t0 - tw) // 2)
 """
 DRIVER_B = """import os, time
 t0 = time.perf_counter_ns(); import _ctypes
@@ -178,8 +183,8 @@ def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
 
 def stats(ns: list[float], unit: float) -> dict[str, float]:
     q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
-    return {"median": med / unit, "q1": q1 / unit, "q3": q3 / unit, "iqr": (q3 - q1) / unit,
-            "n": len(ns)}
+    return {"median": round(med / unit, 4), "q1": round(q1 / unit, 4),
+            "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}
 
 
 def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
@@ -196,12 +201,12 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
             walls[v].append(wall(cmds[v], env, cwd))
     # Figure 2: stub import vs bare _ctypes.dlopen, in fresh processes, interleaved.
     drivers = {"a": DRIVER_A.format(site=str(site)), "b": DRIVER_B.format(lib=str(files["lib"]))}
-    parts: dict[str, list[int]] = {k: [] for k in ("stub", "stub2", "ctypes", "dlopen")}
+    names = {"a": ("stub", "stub2", "finder"), "b": ("ctypes", "dlopen")}
+    parts: dict[str, list[int]] = {k: [] for k in names["a"] + names["b"]}
     for i in range(runs):
         for key in ("ab" if i % 2 else "ba"):
-            x, y = map(int, sh(py, "-c", drivers[key], env=env, cwd=cwd).split())
-            parts["stub" if key == "a" else "ctypes"].append(x)
-            parts["stub2" if key == "a" else "dlopen"].append(y)
+            for k, x in zip(names[key], sh(py, "-c", drivers[key], env=env, cwd=cwd).split()):
+                parts[k].append(int(x))
     # Figure 3: the already-loaded path, exec'd in one process.
     n_exec = max(1000, runs * 5)
     drv_c = DRIVER_C.format(stub=str(files["stub2"]), n=n_exec)
@@ -212,10 +217,10 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
     base = fig1["vendored"]["median"]
     for v in VARIANTS:
         pair = [a / b for a, b in zip(walls[v], walls["vendored"])]
-        fig1[v]["ratio"] = fig1[v]["median"] / base
-        fig1[v]["paired_ratio"] = statistics.median(pair)
+        fig1[v]["ratio"] = round(fig1[v]["median"] / base, 4)
+        fig1[v]["paired_ratio"] = round(statistics.median(pair), 4)
     fig2 = {k: stats(v, ms) for k, v in parts.items()}
-    stub_cost = fig2["stub"]["median"] - fig2["dlopen"]["median"]
+    stub_cost = round(fig2["stub"]["median"] - fig2["dlopen"]["median"], 4)
     fig3 = stats(execs, 1e3)
     return {
         "runs": runs, "python": sys.version.split()[0], "env": {"OPENBLAS_NUM_THREADS": "1",
@@ -248,7 +253,8 @@ def report(r: dict, elapsed: float) -> None:
     rows = (("a: import benchstub._dlls (incl. dlopen)", "stub"),
             ("b: import _ctypes", "ctypes"),
             ("b: bare _ctypes.dlopen", "dlopen"),
-            ("a: then import benchstub2._dlls (loaded)", "stub2"))
+            ("a: then import benchstub2._dlls (loaded)", "stub2"),
+            ("a: package-dir finder, warmed apart (n/c)", "finder"))
     for label, key in rows:
         s = f2[key]
         print(f"  {label:<44}{s['median']:7.3f}  IQR {s['iqr']:.3f}")

@@ -129,6 +129,10 @@ class WheelWriter:
                 self._write_record()
             self._zip.close()
             if exc_type is None:
+                # mkstemp creates 0600; a wheel is as readable as any file the user makes.
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._tmp, 0o666 & ~umask)
                 os.replace(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)

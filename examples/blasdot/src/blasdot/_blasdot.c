@@ -89,7 +89,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "blasdot._blasdot", "OpenBLAS dot product.", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "blasdot._blasdot",
+    .m_doc = "OpenBLAS dot product.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC

@@ -145,7 +145,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "blasgemm._blasgemm", "OpenBLAS matrix product.", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "blasgemm._blasgemm",
+    .m_doc = "OpenBLAS matrix product.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC

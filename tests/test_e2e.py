@@ -1,0 +1,230 @@
+"""End to end, as users do it: gcc, package-lib, isolated pip builds through dllreg.build,
+pip installs into fresh venvs, imports, list/check. Slow: marked e2e."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import QSUM_C, Venv, gcc_shared, run
+from installer.sources import WheelFile
+
+pytestmark = pytest.mark.e2e
+
+EXT_C = """\
+#include <Python.h>
+#include <qsum.h>
+static PyObject* f(PyObject* s, PyObject* a){ return PyLong_FromLong(qsum(PyLong_AsLong(a))); }
+static PyMethodDef M[] = {{"qsum", f, METH_O, 0}, {0}};
+static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "_q", 0, -1, M};
+PyMODINIT_FUNC PyInit__q(void){ return PyModule_Create(&D); }
+"""
+SETUP_PY = """\
+import shlex, subprocess, sys
+from setuptools import setup, Extension
+f = shlex.split(subprocess.check_output(
+    [sys.executable, "-m", "dllreg", "pkg-config", "qsum", "--cflags", "--libs"], text=True))
+setup(package_dir={{"": "src"}}, packages={packages!r},
+      ext_modules=[Extension("{ext}", ["src/{ext_path}.c"],
+                             extra_compile_args=[x for x in f if x.startswith("-I")],
+                             extra_link_args=[x for x in f if not x.startswith("-I")])])
+"""
+
+
+def write_consumer(root: Path, name: str, requires: list[str], *, nested: bool = False,
+                   tool_extra: str = "", init: str | None = None) -> Path:
+    proj = root / name
+    pkg = proj / "src" / name
+    packages = [name, f"{name}.core"] if nested else [name]
+    ext = f"{name}.core._q" if nested else f"{name}._q"
+    (pkg / "core" if nested else pkg).mkdir(parents=True)
+    (proj / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["dllreg", "setuptools>=68"]
+        build-backend = "dllreg.build"
+        [project]
+        name = "{name}"
+        version = "0.1"
+        [tool.dllreg]
+        backend = "setuptools.build_meta"
+        requires = {json.dumps(requires)}
+        """) + tool_extra)
+    (proj / "setup.py").write_text(SETUP_PY.format(packages=packages, ext=ext,
+                                                   ext_path=ext.replace(".", "/")))
+    (proj / "src" / (ext.replace(".", "/") + ".c")).write_text(EXT_C)
+    if nested:
+        (pkg / "core" / "__init__.py").write_text("from ._q import qsum\n")
+        (pkg / "__init__.py").write_text(init or '"""Nested."""\nfrom .core import qsum\n')
+    else:
+        (pkg / "__init__.py").write_text(init or "from ._q import qsum\n")
+    return proj
+
+
+def pip_wheel(venv: Venv, project: Path, out: Path, check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+    return venv.pip("wheel", "--no-deps", "-w", str(out), str(project), check=check,
+                    env={"PIP_FIND_LINKS": f"{venv.house} {out}"})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
+    """Library wheels (qsum 2.0, 3.1.4, 4.0) and consumer wheels, built once."""
+    root = tmp_path_factory.mktemp("e2e")
+    out = root / "wheels"
+    out.mkdir()
+    for version in ("2.0", "3.1.4", "4.0"):
+        src = root / f"qsum-{version}"
+        gcc_shared(src / "lib" / "libqsum.so.3", QSUM_C, "libqsum.so.3")
+        (src / "include").mkdir()
+        (src / "include" / "qsum.h").write_text("long qsum(long n);\n")
+        run([sys.executable, "-m", "dllreg", "package-lib", "qsum", "--version", version,
+             "--from", str(src), "-o", str(out)])
+    builder = Venv(root / "unused", wheelhouse)
+    builder.python = sys.executable
+    pip_wheel(builder, write_consumer(root, "qapp", ["qsum>=3.1,<4"]), out)
+    pip_wheel(builder, write_consumer(root, "qnest", ["qsum>=3"], nested=True,
+                                      init='"""Doc."""\nfrom __future__ import annotations\n'
+                                           'from .core import qsum\n'), out)
+    pip_wheel(builder, write_consumer(root, "qold", ["qsum<3"]), out)
+    return out
+
+
+def wheel_of(built: Path, name: str) -> Path:
+    return next(built.glob(f"{name}-0.1-*.whl"))
+
+
+def test_consumer_wheel_contents(built: Path) -> None:
+    wheel = wheel_of(built, "qnest")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        meta = zf.read("qnest-0.1.dist-info/METADATA").decode()
+        record = json.loads(zf.read("qnest-0.1.dist-info/dllreg.json"))
+        init = zf.read("qnest/__init__.py").decode()
+        ext = next(n for n in names if n.endswith(".so"))
+        so = zf.read(ext)
+    assert "qnest/_dlls.py" in names and "qnest/core/_dlls.py" not in names
+    assert "Requires-Dist: dllreg-lib-qsum>=3" in meta
+    assert record["requires"] == ["qsum>=3"] and record["stubs"] == ["qnest/_dlls.py"]
+    assert init.splitlines()[:3] == ['"""Doc."""', "from __future__ import annotations",
+                                     "from . import _dlls  # dllreg: preload native libraries first"]
+    with WheelFile.open(wheel) as source:
+        source.validate_record()  # RECORD complete and correct
+    tmp = built / "ext-check.so"
+    tmp.write_bytes(so)
+    dyn = run(["readelf", "-d", str(tmp)]).stdout
+    assert "Shared library: [libqsum.so.3]" in dyn
+    # The only RUNPATH allowed is the interpreter's own libdir (see FINDINGS); none into
+    # the build environment or the registry.
+    for path in re.findall(r"R(?:UN)?PATH.*\[(.*)\]", dyn):
+        for entry in path.split(":"):
+            assert "pip-build-env" not in entry and "dllreg.libs" not in entry, dyn
+
+
+def test_two_consumers_share_one_copy(make_venv, built: Path) -> None:  # type: ignore[no-untyped-def]
+    venv = make_venv()
+    venv.pip("install", "--find-links", str(built), "qapp", "qnest", "dllreg")
+    r = venv.py("""
+        import qapp, qnest
+        assert qapp.qsum(100) == 5050 and qnest.qsum(10) == 55
+        maps = {l.split()[-1] for l in open('/proc/self/maps') if 'libqsum' in l}
+        print(len(maps), qapp._dlls.path('qsum') == qnest._dlls.path('qsum'))
+        """, cwd=venv.path)
+    assert r.stdout.split() == ["1", "True"]
+    data = json.loads(venv.dllreg("list", "--json").stdout)
+    (lib,) = [x for x in data["libraries"] if x["name"] == "qsum"]
+    assert lib["version"] == "3.1.4" and lib["path"] == str(venv.site / "dllreg.libs" / "qsum")
+    assert sorted((c["name"], c["requirement"]) for c in lib["consumers"]) == [
+        ("qapp", "qsum<4,>=3.1"), ("qnest", "qsum>=3")]
+    table = venv.dllreg("list").stdout
+    assert "qsum  3.1.4" in table and "qapp (qsum<4,>=3.1)" in table
+    assert "1 libraries, 2 consumers: OK" in venv.dllreg("check", "--verify").stdout
+    show = venv.dllreg("show", "qsum").stdout
+    assert "libqsum.so.3" in show and "qnest 0.1 qsum>=3" in show
+
+
+def test_pip_refuses_incompatible_consumers(make_venv, built: Path) -> None:  # type: ignore[no-untyped-def]
+    venv = make_venv()
+    r = venv.pip("install", "--find-links", str(built), "qapp", "qold", check=False)
+    assert r.returncode != 0 and "dllreg-lib-qsum" in r.stdout + r.stderr
+    assert "qapp" not in venv.py("import os; print(os.listdir(%r))" % str(venv.site)).stdout
+
+
+def test_no_deps_install_is_caught(make_venv, built: Path) -> None:  # type: ignore[no-untyped-def]
+    venv = make_venv()
+    venv.pip("install", "--no-deps", str(wheel_of(built, "qapp")))
+    venv.pip("install", "dllreg")
+    check = venv.dllreg("check", check=False)
+    assert check.returncode == 1
+    assert "qapp 0.1: requires native library qsum<4,>=3.1, which is not installed" in check.stdout
+    assert 'fix: pip install "dllreg-lib-qsum<4,>=3.1"' in check.stdout
+    r = venv.py("import qapp", check=False)
+    assert "qapp requires native library qsum<4,>=3.1, but it is not installed" in r.stderr
+
+
+def test_library_upgraded_under_older_consumer(make_venv, built: Path) -> None:  # type: ignore[no-untyped-def]
+    venv = make_venv()
+    venv.pip("install", "--find-links", str(built), "qapp", "dllreg")
+    venv.pip("install", "--find-links", str(built), "dllreg-lib-qsum==4.0")
+    check = venv.dllreg("check", check=False)
+    assert check.returncode == 1 and "requires qsum<4,>=3.1, but qsum 4.0 is installed" in check.stdout
+    r = venv.py("import qapp", check=False)
+    assert "found only qsum 4.0 at" in r.stderr and "does not satisfy <4,>=3.1" in r.stderr
+
+
+def test_check_verify_detects_modified_library(make_venv, built: Path) -> None:  # type: ignore[no-untyped-def]
+    venv = make_venv()
+    venv.pip("install", "--find-links", str(built), "qapp", "dllreg")
+    lib = venv.site / "dllreg.libs" / "qsum" / "lib" / "libqsum.so.3"
+    lib.write_bytes(lib.read_bytes() + b"\0")
+    assert venv.dllreg("check").returncode == 0  # sizes are not hashed without --verify
+    r = venv.dllreg("check", "--verify", check=False)
+    assert r.returncode == 1 and "does not match the sha256 in its manifest" in r.stdout
+
+
+@pytest.mark.parametrize("tool_extra,requires,expect", [
+    ("", ["qsum>>3"], "pyproject.toml: [tool.dllreg] requires[0]: invalid requirement"),
+    ('extra = 1\n', ["qsum"], "pyproject.toml: [tool.dllreg] extra: unknown key"),
+], ids=["bad-specifier", "unknown-key"])
+def test_bad_config_fails_the_build(tmp_path: Path, make_venv, tool_extra: str,  # type: ignore[no-untyped-def]
+                                    requires: list[str], expect: str) -> None:
+    venv = make_venv()
+    proj = write_consumer(tmp_path, "qbad", requires, tool_extra=tool_extra)
+    r = pip_wheel(venv, proj, tmp_path / "out", check=False)
+    assert r.returncode != 0 and expect in r.stdout + r.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.whl"))
+
+
+def test_top_level_extension_is_a_build_error(tmp_path: Path, built: Path, make_venv  # type: ignore[no-untyped-def]
+                                              ) -> None:
+    venv = make_venv()
+    proj = write_consumer(tmp_path, "qtop", ["qsum>=3"])
+    setup = (proj / "setup.py").read_text().replace('Extension("qtop._q"', 'Extension("_q"')
+    setup = setup.replace("src/qtop/_q.c", "src/_q.c")
+    (proj / "setup.py").write_text(setup)
+    shutil.move(str(proj / "src" / "qtop" / "_q.c"), str(proj / "src" / "_q.c"))
+    r = venv.pip("wheel", "--no-deps", "-w", str(tmp_path / "out"), str(proj), check=False,
+                 env={"PIP_FIND_LINKS": f"{venv.house} {built}"})
+    assert r.returncode != 0
+    assert "sits at the top level of the wheel, outside any package" in r.stdout + r.stderr, (
+        r.stdout[-4000:] + r.stderr[-2000:])
+
+
+def test_sdist_round_trip_has_no_stub(tmp_path: Path, built: Path, wheelhouse: Path) -> None:
+    proj = write_consumer(tmp_path, "qsd", ["qsum>=3"])
+    r = subprocess.run([sys.executable, "-m", "build", "-o", str(tmp_path / "dist"), str(proj)],
+                       capture_output=True, text=True,
+                       env={**os.environ, "PIP_FIND_LINKS": f"{built} {wheelhouse}"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with tarfile.open(next((tmp_path / "dist").glob("*.tar.gz"))) as tf:
+        assert not [n for n in tf.getnames() if n.endswith("_dlls.py")]
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))) as zf:
+        assert "qsd/_dlls.py" in zf.namelist()

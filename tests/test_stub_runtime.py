@@ -82,7 +82,22 @@ def test_preloads_by_absolute_path_and_binds(tmp_path: Path, site: Path) -> None
     assert r.returncode == 0, r.stderr
     total, path = r.stdout.split()
     assert total == "5050" and path == str(libdir / "lib" / "libqsum.so.3")
-    assert f"cpkg: loaded qsum by absolute path {path}" in r.stderr
+    assert f"cpkg: loaded qsum by absolute path {path} (extension loader)" in r.stderr
+
+
+def test_ctypes_fallback_when_the_process_loads_globally(tmp_path: Path, site: Path) -> None:
+    # With RTLD_GLOBAL in sys.getdlopenflags() the extension loader would load globally, so
+    # the stub must take the _ctypes path with RTLD_LOCAL instead.
+    add_library(tmp_path, site)
+    add_consumer(tmp_path, site, "cpkg")
+    r = python("""
+        import os
+        sys.setdlopenflags(os.RTLD_NOW | os.RTLD_GLOBAL)
+        import cpkg
+        print(cpkg.total(100))
+        """, site, DLLREG_DEBUG="1")
+    assert r.returncode == 0 and r.stdout.strip() == "5050", r.stderr
+    assert "(_ctypes)" in r.stderr
 
 
 def test_consumer_fails_without_the_stub(tmp_path: Path, site: Path) -> None:
@@ -216,5 +231,5 @@ def test_stub_imports_only_builtins(tmp_path: Path, site: Path) -> None:
         """, site)
     assert r.returncode == 0, r.stderr
     forbidden = {"ctypes", "json", "tomllib", "packaging", "importlib.metadata", "subprocess",
-                 "zipfile", "re"}
+                 "zipfile", "re", "_ctypes"}
     assert not forbidden & set(eval(r.stdout)), r.stdout

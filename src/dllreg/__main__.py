@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .build import PHASE_VAR
+from .build import NO_LIBRARY_PHASES, PHASE_VAR
 from .check import effective, find_problems
 from .errors import DllregError, LibraryNotFound
 from .libwheel import plan_library, read_source, write_library_wheel
@@ -82,9 +82,11 @@ def _pkg_config(a: argparse.Namespace, out: TextIO) -> int:
     name = library_name(a.name)
     lib = find_library(name, site_dirs())
     if lib is None:
-        if os.environ.get(PHASE_VAR) == "get_requires":
-            # setuptools runs setup.py to list build requirements before pip installs them.
-            print(f"dllreg: {name} not installed yet ({PHASE_VAR}=get_requires); no flags",
+        phase = os.environ.get(PHASE_VAR)
+        if phase in NO_LIBRARY_PHASES:
+            # setuptools runs setup.py to list build requirements (before pip installs them)
+            # and to make an sdist (which compiles nothing).
+            print(f"dllreg: {name} not installed ({PHASE_VAR}={phase}); no flags needed yet",
                   file=sys.stderr)
             return 0
         raise LibraryNotFound(

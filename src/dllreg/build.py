@@ -23,9 +23,11 @@ from .errors import BuildError
 from .names import NativeRequirement
 from .registry import CONSUMER_RECORD, find_library, site_dirs
 
-#: Set for the inner backend's get_requires hooks: in that phase the libraries are not
-#: installed yet, so ``dllreg pkg-config`` answers with no flags instead of failing.
+#: Set while the inner backend lists requirements or builds an sdist: setuptools runs
+#: setup.py then, before (or without) the libraries being installed, and nothing is
+#: compiled, so ``dllreg pkg-config`` answers with no flags instead of failing.
 PHASE_VAR = "DLLREG_BUILD_PHASE"
+NO_LIBRARY_PHASES = ("get_requires", "sdist")
 
 
 def _setup() -> tuple[ConsumerConfig, ModuleType]:
@@ -95,7 +97,8 @@ def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) 
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     _, backend = _setup()
-    return str(backend.build_sdist(sdist_directory, config_settings))
+    with _env(**{PHASE_VAR: "sdist"}):
+        return str(backend.build_sdist(sdist_directory, config_settings))
 
 
 def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement]) -> None:

@@ -15,7 +15,7 @@ EXT = "_ext.cpython-311-x86_64-linux-gnu.so"
 
 
 @pytest.mark.parametrize("members,expected", [
-    ([f"a/__init__.py", f"a/{EXT}"], ["a"]),
+    (["a/__init__.py", f"a/{EXT}"], ["a"]),
     (["a/__init__.py", "a/b/__init__.py", f"a/b/{EXT}"], ["a"]),
     (["ns/b/__init__.py", f"ns/b/{EXT}", "ns/c/__init__.py"], ["ns.b"]),
     (["a/__init__.py", "a/x.abi3.so", "z/__init__.py", "z/y.pyd"], ["a", "z"]),
@@ -71,7 +71,7 @@ def test_insert_refuses_statement_sharing_the_docstring_line() -> None:
 
 
 def test_insert_reports_syntax_errors() -> None:
-    with pytest.raises(BuildError, match="x/__init__.py: cannot parse"):
+    with pytest.raises(BuildError, match=r"x/__init__\.py: cannot parse"):
         insert_stub_import("def (:\n", "x/__init__.py")
 
 

@@ -15,8 +15,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import QSUM_C, Venv, gcc_shared, run
 from installer.sources import WheelFile
+
+from conftest import QSUM_C, Venv, gcc_shared, run
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +156,7 @@ def test_pip_refuses_incompatible_consumers(make_venv, built: Path) -> None:  # 
     venv = make_venv()
     r = venv.pip("install", "--find-links", str(built), "qapp", "qold", check=False)
     assert r.returncode != 0 and "dllreg-lib-qsum" in r.stdout + r.stderr
-    assert "qapp" not in venv.py("import os; print(os.listdir(%r))" % str(venv.site)).stdout
+    assert "qapp" not in venv.py(f"import os; print(os.listdir({str(venv.site)!r}))").stdout
 
 
 def test_no_deps_install_is_caught(make_venv, built: Path) -> None:  # type: ignore[no-untyped-def]

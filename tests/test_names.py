@@ -43,5 +43,5 @@ def test_requirement_rejects(raw: str, match: str) -> None:
 
 
 def test_parse_version_error_names_value() -> None:
-    with pytest.raises(RequirementError, match="'1.x'"):
+    with pytest.raises(RequirementError, match=r"'1\.x'"):
         parse_version("1.x")

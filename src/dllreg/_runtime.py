@@ -5,11 +5,10 @@ packages' imports, so it uses only builtin modules and never touches PATH,
 LD_LIBRARY_PATH, the current directory or other packages' DLL directories.
 """
 
-import os
-import sys
-
 import _imp
 import _thread
+import os
+import sys
 
 from ._vmatch import spec_contains  # dllreg-stub: inline
 
@@ -60,7 +59,7 @@ def _read_manifest(path):
         text = f.read()
     version, libs, reqs = None, [], []
     for line in text.splitlines():
-        key, sep, value = line.partition(": ")
+        key, _, value = line.partition(": ")
         if key == "Version":
             version = value
         elif key == "Library":
@@ -129,7 +128,7 @@ def _require(st, user, name, spec, own_site, chain):
         return
     if name in chain:
         raise st.LibraryImportError(
-            "native library requirements form a cycle: %s" % " -> ".join(chain + [name]),
+            "native library requirements form a cycle: %s" % " -> ".join([*chain, name]),
             name=user)
     seen = []
     for site in _search_dirs(own_site):
@@ -151,7 +150,7 @@ def _require(st, user, name, spec, own_site, chain):
             continue
         for dep_name, dep_spec in reqs:
             _require(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
-                     chain + [name])
+                     [*chain, name])
         paths, handles = [], []
         for rel in libs:
             path = os.path.join(lib_dir, *rel.split("/"))

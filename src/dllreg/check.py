@@ -40,20 +40,20 @@ def effective(libraries: Sequence[InstalledLibrary]) -> dict[str, InstalledLibra
 
 
 def _requirement_problems(subject: str, requires: Sequence[NativeRequirement],
-                          libs: dict[str, InstalledLibrary]) -> list[Problem]:
+                          libraries: Sequence[InstalledLibrary]) -> list[Problem]:
+    """Like the stub: the first copy in search order that satisfies the requirement wins."""
     out = []
     for req in requires:
         if not req.applies():
             continue
-        lib = libs.get(req.name)
-        if lib is None:
+        copies = [lib for lib in libraries if lib.manifest.name == req.name]
+        if not copies:
             out.append(Problem(subject, f"requires native library {req}, which is not installed",
                                f'pip install "{req.dist_requirement}"'))
-        elif not req.accepts(lib.manifest.version):
-            out.append(Problem(
-                subject,
-                f"requires {req}, but {req.name} {lib.manifest.version} is installed at "
-                f"{lib.directory}", f'pip install "{req.dist_requirement}"'))
+        elif not any(req.accepts(lib.manifest.version) for lib in copies):
+            found = ", ".join(f"{lib.manifest.version} at {lib.directory}" for lib in copies)
+            out.append(Problem(subject, f"requires {req}, but {req.name} {found} is installed",
+                               f'pip install "{req.dist_requirement}"'))
     return out
 
 
@@ -65,12 +65,12 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
     libs = effective(libraries)
     for consumer in consumers:
         problems += _requirement_problems(f"{consumer.name} {consumer.version}",
-                                          consumer.requires, libs)
+                                          consumer.requires, libraries)
     for lib in libs.values():
         m = lib.manifest
         subject = f"library {m.name} {m.version}"
         fix = f'pip install --force-reinstall "dllreg-lib-{m.name}=={m.version}"'
-        problems += _requirement_problems(subject, m.requires, libs)
+        problems += _requirement_problems(subject, m.requires, libraries)
         for f in m.libraries:
             path = lib.file_path(f.path)
             if not path.is_file():

@@ -7,10 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import QSUM_C, gcc_shared
 from installer.sources import WheelFile
 from installer.utils import parse_metadata_file
 
+from conftest import QSUM_C, gcc_shared
 from dllreg.__main__ import main
 from dllreg.manifest import Manifest
 

@@ -14,11 +14,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import QSUM_C, gcc_shared
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 
+from conftest import QSUM_C, gcc_shared
 from dllreg.libwheel import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
 from dllreg.stub import IMPORT_LINE, render_stub

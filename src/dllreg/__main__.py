@@ -17,8 +17,13 @@ from .errors import DllregError, LibraryNotFound
 from .libwheel import plan_library, read_source, write_library_wheel
 from .names import NativeRequirement, library_name
 from .pkgconfig import flags, parse_pc
-from .registry import InstalledLibrary, find_library, installed_consumers, installed_libraries, \
-    site_dirs
+from .registry import (
+    InstalledLibrary,
+    find_library,
+    installed_consumers,
+    installed_libraries,
+    site_dirs,
+)
 from .stub import STUB_FILE, render_stub
 
 #: Version of the ``--json`` output schemas (docs/cli-json.md).

@@ -52,7 +52,7 @@ def _requirement_problems(subject: str, requires: Sequence[NativeRequirement],
                                f'pip install "{req.dist_requirement}"'))
         elif not any(req.accepts(lib.manifest.version) for lib in copies):
             found = ", ".join(f"{lib.manifest.version} at {lib.directory}" for lib in copies)
-            out.append(Problem(subject, f"requires {req}, but {req.name} {found} is installed",
+            out.append(Problem(subject, f"requires {req}, but only {req.name} {found} is installed",
                                f'pip install "{req.dist_requirement}"'))
     return out
 

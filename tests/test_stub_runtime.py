@@ -233,3 +233,21 @@ def test_stub_imports_only_builtins(tmp_path: Path, site: Path) -> None:
     forbidden = {"ctypes", "json", "tomllib", "packaging", "importlib.metadata", "subprocess",
                  "zipfile", "re", "_ctypes"}
     assert not forbidden & set(eval(r.stdout)), r.stdout
+
+
+@pytest.mark.parametrize("version,spec,loads", [
+    ("3.2rc1", "qsum>=3.1", True),       # pre-release installed: the full matcher decides
+    ("3.1.4.post2", "qsum~=3.1.4", True),
+    ("1!3.0", "qsum<4", False),           # epoch 1 sorts after every epoch-0 version
+    ("3.1.4", "qsum~=3.1.0", True),       # plain releases: the fast path decides
+    ("3.2", "qsum~=3.1.0", False),
+], ids=["pre", "post-compat", "epoch", "fast-compat", "fast-compat-out"])
+def test_version_decisions_in_a_real_stub(tmp_path: Path, site: Path, version: str, spec: str,
+                                          loads: bool) -> None:
+    add_library(tmp_path, site, version=version)
+    add_consumer(tmp_path, site, "cpkg", spec)
+    r = python("import cpkg; print(cpkg.total(10))", site)
+    if loads:
+        assert r.returncode == 0 and r.stdout.strip() == "55", r.stderr
+    else:
+        assert "which does not satisfy" in error_of(r)

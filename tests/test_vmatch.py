@@ -422,3 +422,40 @@ def pairs(draw: Callable[[Any], Any]) -> tuple[str, str]:
 def test_hypothesis_pairs_agree_with_packaging(pair: tuple[str, str]) -> None:
     spec, version = pair
     assert ours(spec, version) == reference(spec, version)
+
+
+# --------------------------------------------------------------------------- the stub's fast path
+
+def test_runtime_fast_path_agrees_with_packaging() -> None:
+    """_runtime._satisfies decides plain releases itself and defers everything else to
+    spec_contains; both routes must agree with packaging (specs in stubs are always valid)."""
+    from dllreg._runtime import _satisfies
+
+    rnd = random.Random(7)
+    ops = ("==", "!=", "<=", ">=", "~=", "<", ">", "==", "!=")
+
+    def release() -> str:
+        return ".".join(str(rnd.choice((0, 0, 1, 2, 10, 3))) for _ in range(rnd.randint(1, 4)))
+
+    checked = fast_true = 0
+    for _ in range(100_000):
+        clauses = []
+        for _ in range(rnd.randint(1, 3)):
+            op = rnd.choice(ops)
+            wild = op in ("==", "!=") and rnd.random() < 0.3
+            clauses.append(f"{op}{release()}{'.*' if wild else ''}")
+        spec = ",".join(clauses)
+        version = release() if rnd.random() < 0.9 else release() + rnd.choice(("rc1", ".post1", "+l"))
+        expected = reference(spec, version)
+        if expected == "invalid":  # e.g. ~=1 (needs two components)
+            continue
+        assert _satisfies(spec, version) == expected, (spec, version)
+        checked += 1
+        fast_true += expected is True
+    assert checked > 80_000 and fast_true > checked // 10, (checked, fast_true)
+    ch = _Rand(random.Random(99))
+    for _ in range(20_000):
+        spec, version = gen_pair(ch)
+        expected = reference(spec, version)
+        if expected != "invalid":
+            assert _satisfies(spec, version) == expected, (spec, version)

@@ -47,16 +47,16 @@ def _say(msg):
 def _search_dirs(own_site):
     # The consumer's own site directory first, then absolute sys.path entries in order.
     # Relative entries ('' is the current directory) are skipped: loading from there is planting.
-    dirs = [own_site] if own_site and os.path.isabs(own_site) else []
+    if own_site and os.path.isabs(own_site):
+        yield own_site
     for entry in sys.path:
-        if isinstance(entry, str) and os.path.isabs(entry) and entry not in dirs:
-            dirs.append(entry)
-    return dirs
+        if isinstance(entry, str) and entry != own_site and os.path.isabs(entry):
+            yield entry
 
 
 def _read_manifest(path):
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:  # binary + decode: no TextIOWrapper to build
+        text = f.read().decode("utf-8")
     version, libs, reqs = None, [], []
     for line in text.splitlines():
         key, _, value = line.partition(": ")
@@ -79,6 +79,51 @@ def _split_req(text):
     return text[:i].lower().replace("_", "-").replace(".", "-"), text[i:].strip()
 
 
+_FAST_OPS = ("==", "!=", "<=", ">=", "~=", "<", ">")
+
+
+def _release(text):
+    # "1.2.3" -> (1, 2, 3); None unless text is a plain PEP 440 release (ASCII digits, dots)
+    parts = text.split(".")
+    for p in parts:
+        if not (p.isdigit() and p.isascii()):
+            return None
+    return tuple(map(int, parts))
+
+
+def _pad(t, n):
+    return t + (0,) * (n - len(t)) if len(t) < n else t
+
+
+def _satisfies(spec, version):
+    # Plain releases against plain-release clauses (nearly every library) are decided here;
+    # anything else (pre/post/dev/local, epochs, ===, 'v' prefixes) goes to the full matcher.
+    if not spec:
+        return True
+    v = _release(version.strip())
+    for clause in spec.split(",") if v is not None else ():
+        clause = clause.strip()
+        op = clause[:2] if clause[:2] in _FAST_OPS else clause[:1]
+        target = clause[len(op):].strip()
+        wild = target[-2:] == ".*"
+        t = _release(target[:-2] if wild else target)
+        if op not in _FAST_OPS or t is None or (wild and op not in ("==", "!=")) or (
+                op == "~=" and len(t) < 2):
+            return spec_contains(spec, version)
+        if wild or op == "~=":
+            prefix = t if wild else t[:-1]
+            ok = _pad(v, len(prefix))[:len(prefix)] == prefix
+            ok = (ok != (op == "!=")) and (op != "~=" or _pad(v, len(t)) >= _pad(t, len(v)))
+        else:
+            n = max(len(v), len(t))
+            a, b = _pad(v, n), _pad(t, n)
+            ok = {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b,
+                  ">=": a >= b}[op]
+        if not ok:
+            return False
+    return True if v is not None else spec_contains(spec, version)
+
+
 def _fix(name, spec):
     return 'pip install "dllreg-lib-%s%s"' % (name, spec)
 
@@ -90,17 +135,10 @@ def _fix(name, spec):
 _VIA_IMP = sys.platform.startswith("linux") and sys.implementation.name == "cpython"
 
 
-class _Spec:
-    __slots__ = ("name", "origin")  # all that _imp.create_dynamic reads
-
-    def __init__(self, path):
-        self.name, self.origin = "_dllreg_preload", path
-
-
 def _open(path):
     if _VIA_IMP and not sys.getdlopenflags() & os.RTLD_GLOBAL:
-        try:
-            _imp.create_dynamic(_Spec(path))
+        try:  # a SimpleNamespace (sys.implementation's type) holds all create_dynamic reads
+            _imp.create_dynamic(type(sys.implementation)(name="_dllreg_preload", origin=path))
         except ImportError as exc:
             if "module export function" in str(exc):
                 return "imp"
@@ -114,7 +152,7 @@ def _open(path):
 def _require(st, user, name, spec, own_site, chain):
     rec = st.loaded.get(name)
     if rec is not None:
-        if not spec_contains(spec, rec["version"]):
+        if not _satisfies(spec, rec["version"]):
             others = ", ".join("%s (%s%s)" % (u, name, s) for u, s in rec["users"].items())
             raise st.LibraryImportError(
                 "%s requires native library %s%s, but %s %s is already loaded in this process "
@@ -145,7 +183,7 @@ def _require(st, user, name, spec, own_site, chain):
                     user, name, spec, manifest, exc, _fix(name, spec)), name=user) from None
         if _DEBUG:
             _say("%s: found %s %s at %s" % (user, name, version, lib_dir))
-        if not spec_contains(spec, version):
+        if not _satisfies(spec, version):
             seen.append("%s %s at %s" % (name, version, lib_dir))
             continue
         for dep_name, dep_spec in reqs:
@@ -172,7 +210,7 @@ def _require(st, user, name, spec, own_site, chain):
              if seen else "it is not installed")
     raise st.LibraryImportError(
         "%s requires native library %s%s, but %s (looked for %s/%s/MANIFEST in: %s). Fix: %s"
-        % (user, name, spec, found, _REGISTRY, name, ", ".join(_search_dirs(own_site)) or "-",
+        % (user, name, spec, found, _REGISTRY, name, ", ".join(_search_dirs(own_site)),
            _fix(name, spec)), name=user)
 
 

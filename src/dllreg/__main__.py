@@ -25,6 +25,7 @@ from .registry import (
     site_dirs,
 )
 from .stub import STUB_FILE, render_stub
+from .wheelfile import write_atomic
 
 #: Version of the ``--json`` output schemas (docs/cli-json.md).
 JSON_FORMAT = 1
@@ -226,9 +227,7 @@ def _stub(a: argparse.Namespace, out: TextIO) -> int:
     if not (target / "__init__.py").is_file():
         raise DllregError(f"{target}: not a regular package (no __init__.py); check --root")
     path = target / STUB_FILE
-    tmp = path.with_suffix(".py.tmp")
-    tmp.write_text(render_stub(a.package, [r for r in requires if r.applies()]), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, render_stub(a.package, [r for r in requires if r.applies()]))
     print(f"wrote {path}; make 'from . import _dlls' the first statement of "
           f"{target / '__init__.py'}", file=out)
     return 0

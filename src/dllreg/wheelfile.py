@@ -129,13 +129,29 @@ class WheelWriter:
                 self._write_record()
             self._zip.close()
             if exc_type is None:
-                # mkstemp creates 0600; a wheel is as readable as any file the user makes.
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self._tmp, 0o666 & ~umask)
-                os.replace(self._tmp, self.path)
+                publish(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file into place with the user's usual permissions
+    (mkstemp creates 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        publish(Path(tmp), path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def iter_files(root: Path) -> Iterator[Path]:

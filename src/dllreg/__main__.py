@@ -238,7 +238,10 @@ _COMMANDS = {"package-lib": _package_lib, "pkg-config": _pkg_config, "list": _li
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return _COMMANDS[args.command](args, out or sys.stdout)
     except DllregError as exc:

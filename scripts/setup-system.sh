@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# System packages the tests and the demo need: a C compiler, make, and venv support.
+# System packages the tests and the demo need: a C compiler, binutils, pkg-config, make, venv.
 # Installs only what is missing (as root with apt-get); prints what it would need otherwise.
 set -euo pipefail
 need=()
 command -v gcc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 command -v readelf >/dev/null || need+=(binutils)
+command -v pkg-config >/dev/null || need+=(pkgconf)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

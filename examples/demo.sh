@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PY=$ROOT/.venv/bin/python          # the dev venv (`make venv`), dllreg installed editable
+PY=${DLLREG_DEMO_PYTHON:-$ROOT/.venv/bin/python}  # the dev venv (`make venv`), dllreg editable
 DOWNLOADS=$ROOT/.cache/downloads
-OUT=$ROOT/demo-out
+OUT=${DLLREG_DEMO_OUT:-$ROOT/demo-out}  # the tests put it in a temp dir
 WH=$OUT/wheelhouse
 VENV=$OUT/venv
 SECONDS=0

@@ -276,3 +276,16 @@ def test_real_pkg_config_through_pkg_config_path(tmp_path: Path, built: Path, ma
              env={"PIP_FIND_LINKS": f"{venv.house} {built}"})
     venv.pip("install", "--find-links", str(built), str(next(out.glob("qpc-*.whl"))))
     assert venv.py("import qpc; print(qpc.qsum(4))", cwd=tmp_path).stdout.strip() == "10"
+
+
+def test_demo_with_the_real_openblas(tmp_path: Path) -> None:
+    """`make demo` end to end in a temp dir: the real OpenBLAS from the scipy-openblas32
+    wheel (downloaded once into .cache/downloads), two C-extension consumers, one copy."""
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(["bash", str(root / "examples" / "demo.sh")], capture_output=True,
+                       text=True, env={**os.environ, "DLLREG_DEMO_OUT": str(tmp_path / "demo"),
+                                       "DLLREG_DEMO_PYTHON": sys.executable})
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "[ok] distinct OpenBLAS files mapped: 1 (expected 1)" in r.stdout
+    assert "OK: one OpenBLAS serves both packages" in r.stdout
+    assert re.search(r"openblas +0\.3\.\S+ +blasdot \(openblas>=0\.3\), blasgemm", r.stdout)

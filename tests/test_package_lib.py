@@ -49,6 +49,7 @@ def test_dependency_order_and_requires(tmp_path: Path) -> None:
                "libqsum.so.3", f"-L{src}", "-l:libdep.so.1")
     code, text = package(src, tmp_path / "out", "--requires", "zlib>=1.2")
     assert code == 0, text
+    assert "note:" not in text  # libdep is inside, libc is the system's
     with zipfile.ZipFile(next((tmp_path / "out").glob("*.whl"))) as zf:
         m = Manifest.from_text(zf.read("dllreg.libs/qsum/MANIFEST").decode())
         meta = zf.read("dllreg_lib_qsum-3.1.4.dist-info/METADATA").decode()
@@ -116,3 +117,13 @@ def test_conflicting_copies_of_one_soname(tmp_path: Path, capsys: pytest.Capture
     gcc_shared(tmp_path / "src" / "b" / "libqsum.so.3", "int other(void){return 1;}", "libqsum.so.3")
     code, _ = package(tmp_path / "src", tmp_path / "out")
     assert code == 2 and "two different files carry SONAME libqsum.so.3" in capsys.readouterr().err
+
+
+def test_needs_outside_the_library_are_reported(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    gcc_shared(tmp_path / "other" / "libextra.so.7", "int extra(void){return 7;}", "libextra.so.7")
+    gcc_shared(src / "libqsum.so.3", "int extra(void); int top(void){return extra();}",
+               "libqsum.so.3", f"-L{tmp_path / 'other'}", "-l:libextra.so.7")
+    code, text = package(src, tmp_path / "out")
+    assert code == 0
+    assert "note: libqsum.so.3 needs libextra.so.7, which this wheel does not carry" in text

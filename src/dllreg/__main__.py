@@ -81,6 +81,9 @@ def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
     path = write_library_wheel(plan, a.output)
     files = ", ".join(f"{f.path} ({f.soname})" for f in plan.manifest.libraries)
     print(f"wrote {path}\n  libraries in preload order: {files}", file=out)
+    for soname, needed in plan.external_needs:
+        print(f"  note: {soname} needs {needed}, which this wheel does not carry; it must come "
+              "from a registry library (--requires) or the target system", file=out)
     return 0
 
 

@@ -41,11 +41,19 @@ class Source:
     platform: str | None = None  # the source wheel's platform tag(s), if any
 
 
+# Libraries every manylinux system provides (the manylinux policy's base set).
+_SYSTEM_PREFIXES = ("libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux",
+                    "libgcc_s.so", "libstdc++.so", "libutil.so", "libresolv.so", "ld64.so")
+
+
 @dataclasses.dataclass(frozen=True)
 class LibraryPlan:
     manifest: Manifest
     files: tuple[tuple[str, bytes], ...]  # paths relative to the library directory
     licenses: tuple[tuple[str, bytes], ...]
+    #: (file, needed name) pairs satisfied neither by this library nor by the base system:
+    #: they must come from a --requires library or the user's system.
+    external_needs: tuple[tuple[str, str], ...] = ()
 
     @property
     def dist(self) -> str:
@@ -189,7 +197,9 @@ def plan_library(source: Source, name: str, version: str, *,
     files += [(f"include/{h}", data) for h, data in sorted(headers)]
     files.append((f"lib/pkgconfig/{name}.pc", render_pc(manifest, _extra_cflags(source)).encode()))
     files.append((MANIFEST_NAME, manifest.to_text().encode()))
-    return LibraryPlan(manifest, tuple(files), tuple(dict(licenses).items()))
+    external = tuple((lib.soname, n) for lib in order for n in lib.needed
+                     if n not in libs and not n.startswith(_SYSTEM_PREFIXES))
+    return LibraryPlan(manifest, tuple(files), tuple(dict(licenses).items()), external)
 
 
 def _metadata(plan: LibraryPlan) -> str:

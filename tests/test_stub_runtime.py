@@ -83,6 +83,18 @@ def test_preloads_by_absolute_path_and_binds(tmp_path: Path, site: Path) -> None
     total, path = r.stdout.split()
     assert total == "5050" and path == str(libdir / "lib" / "libqsum.so.3")
     assert f"cpkg: loaded qsum by absolute path {path} (extension loader)" in r.stderr
+    assert f"cpkg: found qsum 3.1.4 at {libdir}" in r.stderr
+
+
+def test_debug_says_where_it_looked(tmp_path: Path, site: Path) -> None:
+    other = tmp_path / "other"
+    add_library(tmp_path, other)
+    add_consumer(tmp_path, site, "cpkg")
+    r = python("import cpkg", other, site, DLLREG_DEBUG="1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"dllreg: cpkg: no qsum in {site}"  # own site dir first
+    assert f"dllreg: cpkg: found qsum 3.1.4 at {other / 'dllreg.libs' / 'qsum'}" in lines
 
 
 def test_ctypes_fallback_when_the_process_loads_globally(tmp_path: Path, site: Path) -> None:

@@ -175,6 +175,8 @@ def _require(st, user, name, spec, own_site, chain):
         try:
             version, libs, reqs = _read_manifest(manifest)
         except FileNotFoundError:
+            if _DEBUG:
+                _say("%s: no %s in %s" % (user, name, site))
             continue
         except (OSError, ValueError, UnicodeError) as exc:
             raise st.LibraryImportError(

@@ -144,14 +144,19 @@ def test_wrong_version(tmp_path: Path, site: Path) -> None:
 
 
 def test_error_is_an_importerror_subclass(tmp_path: Path, site: Path) -> None:
-    add_consumer(tmp_path, site, "cpkg")
+    add_library(tmp_path, site)
+    add_consumer(tmp_path, site, "cpkg", "qsum>=9")
+    add_consumer(tmp_path, site, "okpkg", "qsum")
     r = python("""
         try:
             import cpkg
         except ImportError as e:
             print(type(e).__name__, e.name)
+            import okpkg._dlls  # the class each stub exposes is the one that was raised
+            print(type(e) is okpkg._dlls.LibraryImportError is
+                  sys.modules['_dllreg_state'].LibraryImportError)
         """, site)
-    assert r.stdout.split() == ["LibraryImportError", "cpkg"]
+    assert r.stdout.split() == ["LibraryImportError", "cpkg", "True"], r.stderr
 
 
 @pytest.mark.parametrize("damage,expect", [

@@ -28,15 +28,24 @@ def _state():
         st.format = 1
         st.lock = _thread.RLock()
         st.loaded = {}  # name -> {"version", "dir", "paths", "handles", "users": {pkg: spec}}
-
-        class LibraryImportError(ImportError):
-            """A native library required by a package cannot be preloaded."""
-
-        LibraryImportError.__module__ = _STATE
-        LibraryImportError.__qualname__ = "LibraryImportError"
-        st.LibraryImportError = LibraryImportError
+        st.LibraryImportError = None  # made on first use: a new class costs ~0.1 ms at start-up
         sys.modules[_STATE] = st
     return st
+
+
+def _error_class():
+    st = _state()
+    if st.LibraryImportError is None:
+        st.LibraryImportError = type("LibraryImportError", (ImportError,), {
+            "__module__": _STATE,
+            "__doc__": "A native library required by a package cannot be preloaded."})
+    return st.LibraryImportError
+
+
+def __getattr__(name):  # PEP 562: `_dlls.LibraryImportError` without paying for it at import
+    if name == "LibraryImportError":
+        return _error_class()
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def _say(msg):
@@ -154,7 +163,7 @@ def _require(st, user, name, spec, own_site, chain):
     if rec is not None:
         if not _satisfies(spec, rec["version"]):
             others = ", ".join("%s (%s%s)" % (u, name, s) for u, s in rec["users"].items())
-            raise st.LibraryImportError(
+            raise _error_class()(
                 "%s requires native library %s%s, but %s %s is already loaded in this process "
                 "from %s for %s; one process cannot hold two versions of a library. Install "
                 "versions of these packages that agree on %s." % (
@@ -165,7 +174,7 @@ def _require(st, user, name, spec, own_site, chain):
             _say("%s: %s %s already loaded from %s" % (user, name, rec["version"], rec["dir"]))
         return
     if name in chain:
-        raise st.LibraryImportError(
+        raise _error_class()(
             "native library requirements form a cycle: %s" % " -> ".join([*chain, name]),
             name=user)
     seen = []
@@ -179,7 +188,7 @@ def _require(st, user, name, spec, own_site, chain):
                 _say("%s: no %s in %s" % (user, name, site))
             continue
         except (OSError, ValueError, UnicodeError) as exc:
-            raise st.LibraryImportError(
+            raise _error_class()(
                 "%s requires native library %s%s, but its manifest %s is unreadable (%s). "
                 "Reinstall it: %s --force-reinstall" % (
                     user, name, spec, manifest, exc, _fix(name, spec)), name=user) from None
@@ -197,7 +206,7 @@ def _require(st, user, name, spec, own_site, chain):
             try:
                 handles.append(_open(path))
             except OSError as exc:
-                raise st.LibraryImportError(
+                raise _error_class()(
                     "%s requires native library %s%s: loading %s failed: %s. Reinstall it: "
                     "%s --force-reinstall" % (user, name, spec, path, exc, _fix(name, spec)),
                     name=user) from None
@@ -210,7 +219,7 @@ def _require(st, user, name, spec, own_site, chain):
         return
     found = ("found only " + "; ".join(seen) + ", which does not satisfy " + (spec or "any")
              if seen else "it is not installed")
-    raise st.LibraryImportError(
+    raise _error_class()(
         "%s requires native library %s%s, but %s (looked for %s/%s/MANIFEST in: %s). Fix: %s"
         % (user, name, spec, found, _REGISTRY, name, ", ".join(_search_dirs(own_site)),
            _fix(name, spec)), name=user)

@@ -268,3 +268,30 @@ def test_version_decisions_in_a_real_stub(tmp_path: Path, site: Path, version: s
         assert r.returncode == 0 and r.stdout.strip() == "55", r.stderr
     else:
         assert "which does not satisfy" in error_of(r)
+
+
+def test_windows_error_126_names_the_missing_import(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The message builder runs on Linux here; the real Windows loader is exercised under
+    # Wine in test_wine_stub.py. 126 for a DLL that exists means one of its imports is missing.
+    from dllreg._errors import describe_failure
+
+    libdir = tmp_path / "bin"
+    libdir.mkdir()
+    (libdir / "libqsum.dll").write_bytes(b"MZ")
+    (libdir / "libhere.dll").write_bytes(b"MZ")
+    system = tmp_path / "Windows" / "System32"
+    system.mkdir(parents=True)
+    (system / "KERNEL32.dll").write_bytes(b"MZ")
+    monkeypatch.setenv("SYSTEMROOT", str(tmp_path / "Windows"))
+
+    class WinError(OSError):
+        winerror = 126
+
+    msg = describe_failure(
+        "load", user="cpkg", name="qsum", spec=">=3", path=str(libdir / "libqsum.dll"),
+        error=WinError("[WinError 126] The specified module could not be found"),
+        needed=["KERNEL32.dll", "libhere.dll", "libdep.dll", "libloaded.dll"],
+        loaded={"other": {"paths": [str(tmp_path / "x" / "LIBLOADED.DLL")]}}, windows=True)
+    assert "libqsum.dll imports libdep.dll, which was not found" in msg
+    assert "[WinError 126]" in msg and 'pip install "dllreg-lib-qsum>=3"' in msg

@@ -10,7 +10,10 @@ import _thread
 import os
 import sys
 
-from ._vmatch import spec_contains  # dllreg-stub: inline
+# Cold code (the full PEP 440 matcher, error messages) is compiled only when needed: in the
+# generated stub these imports become lazily compiled copies of the modules' source.
+from ._errors import describe_failure  # dllreg-stub: lazy
+from ._vmatch import spec_contains  # dllreg-stub: lazy
 
 _STATE = "_dllreg_state"  # a module of our own in sys.modules: the process-wide record
 _REGISTRY = "dllreg.libs"
@@ -27,8 +30,10 @@ def _state():
         st.__doc__ = "Native libraries preloaded by dllreg stubs in this process."
         st.format = 1
         st.lock = _thread.RLock()
-        st.loaded = {}  # name -> {"version", "dir", "paths", "handles", "users": {pkg: spec}}
+        st.loaded = {}  # name -> {"version", "dir", "paths", "handles", "users", "dll_dirs"}
         st.LibraryImportError = None  # made on first use: a new class costs ~0.1 ms at start-up
+        st.windows = os.name == "nt"
+        st.loader = None  # test seam: loader(path, flags) replaces the real loader
         sys.modules[_STATE] = st
     return st
 
@@ -48,14 +53,18 @@ def __getattr__(name):  # PEP 562: `_dlls.LibraryImportError` without paying for
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
+def _fail(user, kind, **facts):
+    return _error_class()(describe_failure(kind, user=user, **facts), name=user)
+
+
 def _say(msg):
-    if _DEBUG:
-        sys.stderr.write("dllreg: " + msg + "\n")
+    sys.stderr.write("dllreg: " + msg + "\n")
 
 
 def _search_dirs(own_site):
-    # The consumer's own site directory first, then absolute sys.path entries in order.
-    # Relative entries ('' is the current directory) are skipped: loading from there is planting.
+    # The consumer's own site directory first, then absolute sys.path entries in order (the
+    # user site and the base environment are among them). Relative entries ('' is the
+    # current directory) are skipped: loading from there is planting.
     if own_site and os.path.isabs(own_site):
         yield own_site
     for entry in sys.path:
@@ -66,18 +75,21 @@ def _search_dirs(own_site):
 def _read_manifest(path):
     with open(path, "rb") as f:  # binary + decode: no TextIOWrapper to build
         text = f.read().decode("utf-8")
-    version, libs, reqs = None, [], []
+    version, libs, reqs, dll_dirs = None, [], [], []
     for line in text.splitlines():
         key, _, value = line.partition(": ")
         if key == "Version":
             version = value
         elif key == "Library":
-            libs.append(value.split("\t", 1)[0])
+            fields = value.split("\t")
+            libs.append((fields[0], fields[3].split(",") if len(fields) > 3 else []))
         elif key == "Requires":
             reqs.append(_split_req(value.partition(";")[0]))
+        elif key == "Dll-Directory":
+            dll_dirs.append(value)
     if not version or not libs:
         raise ValueError("no Version or Library entry")
-    return version, libs, reqs
+    return version, libs, reqs, dll_dirs
 
 
 def _split_req(text):
@@ -133,10 +145,6 @@ def _satisfies(spec, version):
     return True if v is not None else spec_contains(spec, version)
 
 
-def _fix(name, spec):
-    return 'pip install "dllreg-lib-%s%s"' % (name, spec)
-
-
 # On Linux CPython, dlopen through the extension loader: it calls dlopen(path,
 # sys.getdlopenflags()) (RTLD_NOW, local by default), then fails to find a PyInit_ symbol and
 # leaves the library loaded. That saves importing _ctypes (~0.5 ms, most of the stub's budget).
@@ -144,7 +152,9 @@ def _fix(name, spec):
 _VIA_IMP = sys.platform.startswith("linux") and sys.implementation.name == "cpython"
 
 
-def _open(path):
+def _open(st, path):
+    if st.loader is not None:
+        return st.loader(path, _WIN_FLAGS if st.windows else os.RTLD_LOCAL)
     if _VIA_IMP and not sys.getdlopenflags() & os.RTLD_GLOBAL:
         try:  # a SimpleNamespace (sys.implementation's type) holds all create_dynamic reads
             _imp.create_dynamic(type(sys.implementation)(name="_dllreg_preload", origin=path))
@@ -153,76 +163,65 @@ def _open(path):
                 return "imp"
     import _ctypes
 
-    if os.name == "nt":
+    if st.windows:  # LoadLibraryExW(path, NULL, flags): the flags CPython uses for .pyd files
         return _ctypes.LoadLibrary(path, _WIN_FLAGS)
-    return _ctypes.dlopen(path, os.RTLD_LOCAL)
+    return _ctypes.dlopen(path, os.RTLD_LOCAL)  # RTLD_LOCAL: macOS dyld defaults to global
 
 
 def _require(st, user, name, spec, own_site, chain):
     rec = st.loaded.get(name)
     if rec is not None:
         if not _satisfies(spec, rec["version"]):
-            others = ", ".join("%s (%s%s)" % (u, name, s) for u, s in rec["users"].items())
-            raise _error_class()(
-                "%s requires native library %s%s, but %s %s is already loaded in this process "
-                "from %s for %s; one process cannot hold two versions of a library. Install "
-                "versions of these packages that agree on %s." % (
-                    user, name, spec, name, rec["version"], rec["dir"], others, name),
-                name=user)
+            raise _fail(user, "conflict", name=name, spec=spec, loaded=rec)
         rec["users"].setdefault(user, spec)
         if _DEBUG:
             _say("%s: %s %s already loaded from %s" % (user, name, rec["version"], rec["dir"]))
         return
     if name in chain:
-        raise _error_class()(
-            "native library requirements form a cycle: %s" % " -> ".join([*chain, name]),
-            name=user)
+        raise _fail(user, "cycle", name=name, spec=spec, chain=[*chain, name])
     seen = []
     for site in _search_dirs(own_site):
         lib_dir = os.path.join(site, _REGISTRY, name)
         manifest = os.path.join(lib_dir, "MANIFEST")
         try:
-            version, libs, reqs = _read_manifest(manifest)
+            version, libs, reqs, dll_dirs = _read_manifest(manifest)
         except FileNotFoundError:
             if _DEBUG:
                 _say("%s: no %s in %s" % (user, name, site))
             continue
-        except (OSError, ValueError, UnicodeError) as exc:
-            raise _error_class()(
-                "%s requires native library %s%s, but its manifest %s is unreadable (%s). "
-                "Reinstall it: %s --force-reinstall" % (
-                    user, name, spec, manifest, exc, _fix(name, spec)), name=user) from None
+        except (OSError, ValueError, UnicodeError, IndexError) as exc:
+            raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
+                        error=exc) from None
         if _DEBUG:
             _say("%s: found %s %s at %s" % (user, name, version, lib_dir))
         if not _satisfies(spec, version):
-            seen.append("%s %s at %s" % (name, version, lib_dir))
+            seen.append((version, lib_dir))
             continue
         for dep_name, dep_spec in reqs:
             _require(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
                      [*chain, name])
-        paths, handles = [], []
-        for rel in libs:
+        rec = {"version": version, "dir": lib_dir, "paths": [], "handles": [],
+               "users": {user: spec}, "dll_dirs": []}
+        if st.windows:  # only when a manifest asks (plugins loaded by bare name, e.g. MKL)
+            for rel in dll_dirs:
+                directory = os.path.join(lib_dir, *rel.split("/"))
+                rec["dll_dirs"].append((directory, os.add_dll_directory(directory)))
+        for rel, needed in libs:
             path = os.path.join(lib_dir, *rel.split("/"))
             try:
-                handles.append(_open(path))
+                rec["handles"].append(_open(st, path))
             except OSError as exc:
-                raise _error_class()(
-                    "%s requires native library %s%s: loading %s failed: %s. Reinstall it: "
-                    "%s --force-reinstall" % (user, name, spec, path, exc, _fix(name, spec)),
-                    name=user) from None
-            paths.append(path)
+                raise _fail(user, "load", name=name, spec=spec, path=path, error=exc,
+                            needed=needed, loaded=st.loaded, windows=st.windows) from None
+            rec["paths"].append(path)
             if _DEBUG:
                 _say("%s: loaded %s by absolute path %s (%s)" % (
-                    user, name, path, "extension loader" if handles[-1] == "imp" else "_ctypes"))
-        st.loaded[name] = {"version": version, "dir": lib_dir, "paths": paths,
-                           "handles": handles, "users": {user: spec}}
+                    user, name, path,
+                    "extension loader" if rec["handles"][-1] == "imp" else "_ctypes"))
+        st.loaded[name] = rec
         return
-    found = ("found only " + "; ".join(seen) + ", which does not satisfy " + (spec or "any")
-             if seen else "it is not installed")
-    raise _error_class()(
-        "%s requires native library %s%s, but %s (looked for %s/%s/MANIFEST in: %s). Fix: %s"
-        % (user, name, spec, found, _REGISTRY, name, ", ".join(_search_dirs(own_site)),
-           _fix(name, spec)), name=user)
+    raise _fail(user, "missing", name=name, spec=spec, seen=seen,
+                dirs=list(_search_dirs(own_site)))
 
 
 def _load_all(package, stub_file, depth, requires):

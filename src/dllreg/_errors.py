@@ -1,0 +1,54 @@
+# The stub's error messages (part of the _dlls.py runtime, docs/stub.md). Compiled only when
+# an import fails, so it must be self-contained: everything arrives as arguments.
+import os
+
+
+def _fix(name, spec):
+    return 'pip install "dllreg-lib-%s%s"' % (name, spec)
+
+
+def _missing_imports(path, needed, loaded):
+    # Windows error 126 for a DLL that exists means one of *its* imports was not found: name
+    # them, which is what the original bpo-35688 report could not get from Windows.
+    here = os.path.dirname(path)
+    have = {os.path.basename(p).lower() for r in loaded.values() for p in r["paths"]}
+    system = os.path.join(os.environ.get("SYSTEMROOT", "C:\\Windows"), "System32")
+    return [n for n in needed if n and n.lower() not in have
+            and not os.path.exists(os.path.join(here, n))
+            and not os.path.exists(os.path.join(system, n))]
+
+
+def describe_failure(kind, user, name, spec, **facts):
+    head = "%s requires native library %s%s" % (user, name, spec)
+    if kind == "conflict":
+        rec = facts["loaded"]
+        others = ", ".join("%s (%s%s)" % (u, name, s) for u, s in rec["users"].items())
+        return ("%s, but %s %s is already loaded in this process from %s for %s; one process "
+                "cannot hold two versions of a library. Install versions of these packages "
+                "that agree on %s." % (head, name, rec["version"], rec["dir"], others, name))
+    if kind == "cycle":
+        return "native library requirements form a cycle: %s" % " -> ".join(facts["chain"])
+    if kind == "unreadable":
+        return "%s, but its manifest %s is unreadable (%s). Reinstall it: %s --force-reinstall" % (
+            head, facts["manifest"], facts["error"], _fix(name, spec))
+    if kind == "load":
+        error, path = facts["error"], facts["path"]
+        detail = str(error)
+        code = getattr(error, "winerror", None)
+        if facts.get("windows") and code == 126 and os.path.exists(path):
+            absent = _missing_imports(path, facts["needed"], facts["loaded"])
+            detail += "; %s imports %s, which %s not found (not loaded, not next to it, not in " \
+                      "System32)" % (os.path.basename(path), ", ".join(absent) or "nothing missing",
+                                     "was" if len(absent) == 1 else "were")
+        elif code == 193:
+            detail += "; the file is not a DLL for this Python's architecture"
+        return "%s: loading %s failed: %s. Reinstall it: %s --force-reinstall" % (
+            head, path, detail, _fix(name, spec))
+    seen, dirs = facts["seen"], facts["dirs"]
+    if seen:
+        found = "found only %s, which does not satisfy %s" % (
+            "; ".join("%s %s at %s" % (name, v, d) for v, d in seen), spec or "any version")
+    else:
+        found = "it is not installed"
+    return "%s, but %s (looked for dllreg.libs/%s/MANIFEST in: %s). Fix: %s" % (
+        head, found, name, ", ".join(dirs) or "-", _fix(name, spec))

@@ -17,6 +17,7 @@ def sample() -> Manifest:
                                ("libgfortran.so.5", "libm.so.6"))),
         requires=(NativeRequirement.parse("quadmath>=1"),),
         headers=("include/cblas.h",), pkgconfig="lib/pkgconfig/openblas.pc",
+        import_libraries=("lib/libopenblas.dll.a",), dll_directories=("bin/plugins",),
         source="wheel x.whl", generator="dllreg 0.1.0")
 
 

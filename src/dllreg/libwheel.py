@@ -10,22 +10,21 @@ import dataclasses
 import hashlib
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from . import __version__
-from .binary.elf import ELFError, is_elf, read_elf
-from .errors import PackageLibError
+from .binary import BinaryInfo, read_binary
+from .errors import DllregError, PackageLibError
 from .manifest import MANIFEST_NAME, LibraryFile, Manifest
 from .names import REGISTRY_DIR, NativeRequirement, dist_name, library_name, parse_version
 from .pkgconfig import render_pc
+from .platforms import check_tag, default_tag
 from .wheelfile import WheelWriter, iter_files, open_wheel, read_member, safe_members
 
 _SHARED = re.compile(r"(\.so(\.[0-9]+)*|\.dylib|\.dll)$", re.IGNORECASE)
-_ELF_MACHINE_TAG = {"x86_64": "x86_64", "aarch64": "aarch64", "i386": "i686",
-                    "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +43,11 @@ class Source:
 # Libraries every manylinux system provides (the manylinux policy's base set).
 _SYSTEM_PREFIXES = ("libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux",
                     "libgcc_s.so", "libstdc++.so", "libutil.so", "libresolv.so", "ld64.so")
+# DLLs every supported Windows provides (the UCRT comes through api-ms-win-* API sets).
+_WINDOWS_SYSTEM = {"KERNEL32.DLL", "USER32.DLL", "ADVAPI32.DLL", "WS2_32.DLL", "SHELL32.DLL",
+                   "OLE32.DLL", "OLEAUT32.DLL", "GDI32.DLL", "MSVCRT.DLL", "UCRTBASE.DLL",
+                   "NTDLL.DLL", "BCRYPT.DLL", "CRYPT32.DLL", "SECUR32.DLL", "VERSION.DLL",
+                   "SHLWAPI.DLL", "PSAPI.DLL", "DBGHELP.DLL", "IPHLPAPI.DLL", "COMDLG32.DLL"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,27 +113,61 @@ def _extra_cflags(source: Source) -> str:
     return ""
 
 
-def _preload_order(libs: dict[str, LibraryFile]) -> list[LibraryFile]:
-    """Dependencies before dependents (by DT_NEEDED among the library's own files)."""
+def _preload_order(libs: dict[str, LibraryFile], key: Callable[[str], str]) -> list[LibraryFile]:
+    """Dependencies before dependents, by the needed names among the library's own files.
+
+    ``key`` maps a needed name to the ``libs`` key it refers to (PE names are matched
+    case-insensitively, Mach-O install paths by file name).
+    """
     order: list[LibraryFile] = []
     state: dict[str, int] = {}
 
-    def visit(soname: str, chain: tuple[str, ...]) -> None:
-        if state.get(soname) == 2:
+    def visit(k: str, chain: tuple[str, ...]) -> None:
+        if state.get(k) == 2:
             return
-        if state.get(soname) == 1:
+        if state.get(k) == 1:
             raise PackageLibError(f"shared libraries need each other in a cycle: {' -> '.join(chain)}")
-        state[soname] = 1
-        for needed in libs[soname].needed:
-            if needed in libs:
-                visit(needed, (*chain, needed))
-        state[soname] = 2
-        order.append(libs[soname])
+        state[k] = 1
+        for needed in libs[k].needed:
+            if key(needed) in libs:
+                visit(key(needed), (*chain, key(needed)))
+        state[k] = 2
+        order.append(libs[k])
 
-    for soname in sorted(libs):
-        visit(soname, (soname,))
+    for k in sorted(libs):
+        visit(k, (k,))
     # The principal library (last) is the one no other file of the set needs.
     return order
+
+
+def _library_key(fmt: str) -> Callable[[str], str]:
+    if fmt == "pe":
+        return str.lower
+    if fmt == "macho":
+        return lambda name: name.rsplit("/", 1)[-1]
+    return lambda name: name
+
+
+def _classify(f: SourceFile, origin: str) -> tuple[BinaryInfo, str, str]:
+    """(facts, destination in the library dir, runtime name) of one shared library file."""
+    base = f.path.rsplit("/", 1)[-1]
+    try:
+        info = read_binary(f.data, f"{origin}: {f.path}")
+    except DllregError as exc:
+        raise PackageLibError(str(exc)) from None
+    if info.kind not in ("library", "bundle"):
+        raise PackageLibError(f"{origin}: {f.path} is a {info.format} {info.kind}, not a shared "
+                              "library")
+    if info.format == "pe":  # the loader reuses a loaded DLL by its file name
+        return info, f"bin/{base}", base
+    if not info.name:
+        what = "SONAME" if info.format == "elf" else "install name (LC_ID_DYLIB)"
+        fix = "-Wl,-soname,<name>" if info.format == "elf" else "-install_name @rpath/<name>"
+        raise PackageLibError(f"{origin}: {f.path} has no {what}, so consumers cannot bind to it "
+                              f"by name; relink it with {fix}")
+    if info.format == "elf":
+        return info, f"lib/{info.name}", info.name
+    return info, f"lib/{base}", info.name
 
 
 def plan_library(source: Source, name: str, version: str, *,
@@ -137,10 +175,12 @@ def plan_library(source: Source, name: str, version: str, *,
     name = library_name(name)
     norm_version = str(parse_version(version))
     reqs = tuple(NativeRequirement.parse(r) for r in requires)
+    origin = source.description
     libs: dict[str, LibraryFile] = {}
-    data_by_soname: dict[str, bytes] = {}
-    machines: set[str] = set()
+    data_of: dict[str, bytes] = {}
+    infos: list[BinaryInfo] = []
     headers: list[tuple[str, bytes]] = []
+    import_libs: list[tuple[str, bytes]] = []
     licenses: list[tuple[str, bytes]] = []
     for f in source.files:
         base = f.path.rsplit("/", 1)[-1]
@@ -149,57 +189,62 @@ def plan_library(source: Source, name: str, version: str, *,
             headers.append((inc, f.data))
         elif ".dist-info/licenses/" in f.path or base.upper().startswith(("LICENSE", "COPYING")):
             licenses.append((base, f.data))
+        elif base.lower().endswith((".lib", ".dll.a")):
+            import_libs.append((f"lib/{base}", f.data))
         elif _SHARED.search(base):
-            if not is_elf(f.data):
+            info, dest, runtime_name = _classify(f, origin)
+            key = _library_key(info.format)(runtime_name)
+            if key in libs and data_of[key] != f.data:
                 raise PackageLibError(
-                    f"{source.description}: {f.path} is not an ELF shared library; this "
-                    "dllreg packages Linux libraries (Windows and macOS come with the PE/Mach-O "
-                    "readers)"
-                )
-            try:
-                info = read_elf(f.data)
-            except ELFError as exc:
-                raise PackageLibError(f"{source.description}: {f.path}: {exc}") from None
-            if not info.soname:
-                raise PackageLibError(
-                    f"{source.description}: {f.path} has no SONAME, so consumers cannot bind "
-                    "to it by name; relink it with -Wl,-soname,<name>"
-                )
-            digest = hashlib.sha256(f.data).hexdigest()
-            if info.soname in libs and data_by_soname[info.soname] != f.data:
-                raise PackageLibError(
-                    f"{source.description}: two different files carry SONAME {info.soname} "
-                    f"({libs[info.soname].path} and {f.path}); keep only one"
-                )
-            machines.add(info.machine)
-            data_by_soname[info.soname] = f.data
-            libs[info.soname] = LibraryFile(f"lib/{info.soname}", info.soname, digest, info.needed)
+                    f"{origin}: two different files carry the name {runtime_name} "
+                    f"({libs[key].path} and {f.path}); keep only one")
+            infos.append(info)
+            data_of[key] = f.data
+            libs[key] = LibraryFile(dest, runtime_name, hashlib.sha256(f.data).hexdigest(),
+                                    info.needed + info.delay_needed)
     if not libs:
         raise PackageLibError(
-            f"{source.description}: no shared library found (looked for *.so, *.so.N, "
-            "*.dylib, *.dll); point --from at the directory or wheel that holds them"
-        )
-    if len(machines) > 1:
-        raise PackageLibError(f"{source.description}: mixed architectures {sorted(machines)}")
-    machine = machines.pop()
-    plat = platform or source.platform or f"linux_{_ELF_MACHINE_TAG.get(machine, machine)}"
+            f"{origin}: no shared library found (looked for *.so, *.so.N, *.dylib, *.dll); "
+            "point --from at the directory or wheel that holds them")
+    formats = {i.format for i in infos}
+    arches = {a for i in infos for a in (i.arches or (i.arch,))}
+    if len(formats) > 1:
+        raise PackageLibError(f"{origin}: mixed binary formats {sorted(formats)}")
+    fmt = formats.pop()
+    if fmt != "macho" and len(arches) > 1:
+        raise PackageLibError(f"{origin}: mixed architectures {sorted(arches)}")
+    if fmt == "macho":  # every dylib must carry every architecture of a fat wheel
+        arches = set.intersection(*({*(i.arches or (i.arch,))} for i in infos))
+    plat = platform or source.platform or default_tag(fmt, arches, infos[0].min_os)
     if not re.fullmatch(r"[a-z0-9_.]+", plat):
         raise PackageLibError(f"--platform {plat!r}: not a wheel platform tag")
-    order = _preload_order(libs)
-    names = [h for h, _ in headers]
+    check_tag(plat, fmt, arches, origin)
+    order = _preload_order(libs, _library_key(fmt))
     manifest = Manifest(
         name=name, version=norm_version, platform=plat, libraries=tuple(order), requires=reqs,
-        headers=tuple(f"include/{h}" for h in sorted(names)),
-        pkgconfig=f"lib/pkgconfig/{name}.pc", source=source.description,
+        headers=tuple(f"include/{h}" for h, _ in sorted(headers)),
+        import_libraries=tuple(sorted(p for p, _ in import_libs)),
+        pkgconfig=f"lib/pkgconfig/{name}.pc", source=origin,
         generator=f"dllreg {__version__}",
     )
-    files = [(lib.path, data_by_soname[lib.soname]) for lib in order]
-    files += [(f"include/{h}", data) for h, data in sorted(headers)]
+    by_path = {lib.path: data_of[k] for k, lib in libs.items()}
+    files = [(lib.path, by_path[lib.path]) for lib in order]
+    files += [(f"include/{h}", data) for h, data in sorted(headers)] + sorted(import_libs)
     files.append((f"lib/pkgconfig/{name}.pc", render_pc(manifest, _extra_cflags(source)).encode()))
     files.append((MANIFEST_NAME, manifest.to_text().encode()))
+    key_of = _library_key(fmt)
     external = tuple((lib.soname, n) for lib in order for n in lib.needed
-                     if n not in libs and not n.startswith(_SYSTEM_PREFIXES))
+                     if key_of(n) not in libs and not _is_system(fmt, n))
     return LibraryPlan(manifest, tuple(files), tuple(dict(licenses).items()), external)
+
+
+def _is_system(fmt: str, needed: str) -> bool:
+    if fmt == "pe":  # Windows API sets and the system's own DLLs
+        return needed.lower().startswith(("api-ms-win-", "ext-ms-")) or \
+            needed.upper() in _WINDOWS_SYSTEM
+    if fmt == "macho":
+        return needed.startswith(("/usr/lib/", "/System/"))
+    return needed.startswith(_SYSTEM_PREFIXES)
 
 
 def _metadata(plan: LibraryPlan) -> str:

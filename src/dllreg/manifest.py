@@ -35,6 +35,8 @@ class Manifest:
     libraries: tuple[LibraryFile, ...]  # preload order: dependencies first
     requires: tuple[NativeRequirement, ...] = ()
     headers: tuple[str, ...] = ()
+    import_libraries: tuple[str, ...] = ()  # Windows .lib / .dll.a files consumers link with
+    dll_directories: tuple[str, ...] = ()  # Windows: dirs the stub adds (os.add_dll_directory)
     pkgconfig: str | None = None
     source: str = ""
     generator: str = ""
@@ -54,8 +56,10 @@ class Manifest:
         for lib in self.libraries:
             fields = (lib.path, lib.soname, lib.sha256, ",".join(lib.needed))
             lines.append("Library: " + "\t".join(fields))
+        lines += [f"Dll-Directory: {d}" for d in self.dll_directories]
         if self.pkgconfig:
             lines.append(f"Pkgconfig: {self.pkgconfig}")
+        lines += [f"Import-Library: {x}" for x in self.import_libraries]
         lines += [f"Header: {h}" for h in self.headers]
         return "\n".join(lines) + "\n"
 
@@ -68,7 +72,7 @@ class Manifest:
 
 
 _SINGLE = {"Manifest-Version", "Name", "Version", "Platform", "Generator", "Source", "Pkgconfig"}
-_MULTI = {"Requires", "Library", "Header"}
+_MULTI = {"Requires", "Library", "Header", "Import-Library", "Dll-Directory"}
 
 
 def _check_relpath(path: str) -> str:
@@ -121,6 +125,8 @@ def _parse(text: str) -> Manifest:
         libraries=tuple(libraries),
         requires=tuple(NativeRequirement.parse(r) for r in multi["Requires"]),
         headers=tuple(_check_relpath(h) for h in multi["Header"]),
+        import_libraries=tuple(_check_relpath(x) for x in multi["Import-Library"]),
+        dll_directories=tuple(_check_relpath(d) for d in multi["Dll-Directory"]),
         pkgconfig=_check_relpath(single["Pkgconfig"]) if "Pkgconfig" in single else None,
         source=single.get("Source", ""),
         generator=single.get("Generator", ""),

@@ -19,8 +19,17 @@ def link_flags(manifest: Manifest, platform: str) -> str:
     """How a consumer links the principal (last) library, by its runtime name, with no RPATH."""
     principal = manifest.libraries[-1]
     file = principal.path.rsplit("/", 1)[-1]
-    if platform.startswith("macosx"):
+    if platform.startswith("macosx"):  # the consumer records the dylib's install name
         return "${libdir}/" + file
+    if platform.startswith("win"):
+        stem = file[:-4].lower()  # libfoo.dll -> libfoo
+        for lib in manifest.import_libraries:
+            base = lib.rsplit("/", 1)[-1]
+            name = base[: -len(".dll.a")] if base.lower().endswith(".dll.a") else base[:-4]
+            if name.lower() in (stem, stem.removeprefix("lib")):
+                # GNU ld's -lNAME tries libNAME.dll.a, NAME.dll.a, ..., NAME.lib
+                return f"-L${{libdir}} -l{name.removeprefix('lib')}"
+        return "${prefix}/" + principal.path  # GNU ld can link against the DLL itself
     # GNU ld's -l:FILE records the file's SONAME as DT_NEEDED, so versioned files without a
     # lib<name>.so development link still work; -rpath-link lets ld find their own needs.
     return f"-L${{libdir}} -l:{file} -Wl,-rpath-link,${{libdir}}"

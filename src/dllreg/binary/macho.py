@@ -88,22 +88,19 @@ def _check(data: bytes, offset: int, size: int, what: str) -> None:
         )
 
 
-def _unpack(fmt: str, data: bytes, offset: int, what: str) -> tuple[int, ...]:
-    _check(data, offset, struct.calcsize(fmt), what)
-    return struct.unpack_from(fmt, data, offset)
-
-
 def _fat_slices(data: bytes) -> list[tuple[int, int, int]]:
     """(cputype, offset, size) of each slice of a fat file, validated against the file."""
-    magic, nfat = _unpack(">II", data, 0, "fat header")
+    _check(data, 0, 8, "fat header")
+    magic, nfat = struct.unpack_from(">II", data)
     if not 1 <= nfat <= _MAX_FAT_ARCHES:
-        raise MachOError(f"nfat_arch {nfat} is implausible (a Java class file?)")
+        raise MachOError(f"nfat_arch {nfat} is not in 1..{_MAX_FAT_ARCHES} (a Java class file?)")
     fmt = ">IIQQII" if magic == _FAT_MAGIC_64 else ">5I"
     entry = struct.calcsize(fmt)
     table_end = 8 + nfat * entry
+    _check(data, 8, nfat * entry, f"fat_arch table of {nfat} entries")
     slices = []
     for i in range(nfat):
-        cputype, _sub, offset, size = _unpack(fmt, data, 8 + i * entry, f"fat_arch {i}")[:4]
+        cputype, _subtype, offset, size = struct.unpack_from(fmt, data, 8 + i * entry)[:4]
         if offset < table_end:
             raise MachOError(f"fat slice {i} at {offset:#x} overlaps the fat header")
         _check(data, offset, size, f"fat slice {i}")
@@ -155,7 +152,8 @@ def _read_thin(data: bytes) -> tuple[int, MachOArch]:
         raise MachOError("not a Mach-O file (bad magic)")
     order, bits = _THIN[struct.unpack_from("<I", data)[0]]
     header_size = 32 if bits == 64 else 28
-    cputype, subtype, filetype, ncmds, sizeofcmds = _unpack(order + "5I", data, 4, "Mach-O header")
+    _check(data, 0, header_size, "Mach-O header")
+    cputype, subtype, filetype, ncmds, sizeofcmds = struct.unpack_from(order + "5I", data, 4)
     _check(data, header_size, sizeofcmds, "load commands")
     if ncmds * 8 > sizeofcmds:
         raise MachOError(f"ncmds {ncmds} cannot fit in sizeofcmds {sizeofcmds}")

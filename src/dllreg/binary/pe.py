@@ -1,0 +1,208 @@
+"""Read the dynamic-linking facts of a PE (Windows) image: import, delay-import and export tables.
+
+The parsing is pefile's, as in delvewheel: headers with fast_load, then only the three directories
+of interest. pefile is built for malware triage, so it is lenient: on damaged input it mostly
+records a warning and carries on, and sometimes drops a descriptor without a word. This module
+turns that into a verdict. Any exception pefile raises, a warning it records while reading the
+three directories, a section whose data lies past the end of the file, or a descriptor pefile
+skipped raises PEError, so a result is never a silently partial view. Known pefile limits that
+remain: import names using characters outside its allow-list (A-Z a-z 0-9 . _ ? @ $ ( ) < >) are
+left out of `imported`, and export names outside printable ASCII make the file a PEError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from typing import Any
+
+import pefile
+
+__all__ = ["PEError", "PEInfo", "is_pe", "read_pe", "read_pe_file"]
+
+_MACHINES = {0x8664: "x86_64", 0x14C: "i386", 0xAA64: "arm64", 0x1C0: "arm", 0x1C4: "arm"}
+_BITS = {0x10B: 32, 0x20B: 64}  # optional header magic: PE32, PE32+
+_IMAGE_FILE_DLL = 0x2000
+_EXPORT, _IMPORT, _DELAY_IMPORT = 0, 1, 13  # data directory indexes
+_DIRECTORIES = (_IMPORT, _DELAY_IMPORT, _EXPORT)  # a tuple: pefile empties a list it is given
+_IMPORT_DESCRIPTOR_SIZE, _DELAY_DESCRIPTOR_SIZE = 20, 32
+_MAX_EXPORTS = 0x10000  # pefile's default of 8192 is below what Qt, LLVM or libtorch export
+_HARMLESS_WARNINGS = ("Imported symbols contain entries typical of packed executables",)
+# What pefile lets escape on hostile input besides PEFormatError: struct.error and IndexError from
+# short reads, UnicodeDecodeError, TypeError and AttributeError from structures it failed to read
+# (None), OverflowError and MemoryError from absurd sizes, RecursionError.
+_PEFILE_ERRORS = (
+    pefile.PEFormatError,
+    struct.error,
+    LookupError,
+    ValueError,
+    ArithmeticError,
+    AttributeError,
+    TypeError,
+    MemoryError,
+    RecursionError,
+)
+
+
+class PEError(ValueError):
+    """The data is not a well-formed PE image, or pefile could not read all of its tables."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PEInfo:
+    """What the Windows loader sees; `imported` pairs are (lowercased DLL name, symbol or "#ordinal")."""
+
+    machine: str
+    bits: int
+    is_dll: bool
+    dll_name: str | None
+    imports: tuple[str, ...]
+    delay_imports: tuple[str, ...]
+    exports: frozenset[str]
+    imported: frozenset[tuple[str, str]]
+
+
+def _signature_problem(data: bytes) -> str | None:
+    if len(data) < 0x40 or data[:2] != b"MZ":
+        return "no MZ header"
+    (e_lfanew,) = struct.unpack_from("<I", data, 0x3C)
+    if e_lfanew + 4 > len(data):
+        return f"e_lfanew {e_lfanew:#x} points past the end of the {len(data)}-byte file"
+    if data[e_lfanew : e_lfanew + 4] != b"PE\0\0":
+        return f"no PE signature at e_lfanew {e_lfanew:#x}"
+    return None
+
+
+def is_pe(data: bytes) -> bool:
+    """Whether *data* has a DOS header whose e_lfanew points at a PE signature."""
+    return _signature_problem(data) is None
+
+
+def _text(name: Any) -> str:
+    return bytes(name).decode("utf-8", "replace")
+
+
+def _check_sections(pe: Any, size: int) -> None:
+    if len(pe.sections) != pe.FILE_HEADER.NumberOfSections:
+        raise PEError(
+            f"only {len(pe.sections)} of {pe.FILE_HEADER.NumberOfSections} section headers are readable"
+        )
+    for section in pe.sections:
+        end = section.PointerToRawData + section.SizeOfRawData
+        if section.SizeOfRawData and end > size:
+            name = _text(section.Name.rstrip(b"\0"))
+            raise PEError(f"truncated: section {name!r} needs {end} bytes, the file has {size}")
+
+
+def _directory_rva(pe: Any, index: int) -> int:
+    directories = pe.OPTIONAL_HEADER.DATA_DIRECTORY  # NumberOfRvaAndSizes entries, may be < 16
+    return int(directories[index].VirtualAddress) if index < len(directories) else 0
+
+
+def _descriptors(pe: Any, attribute: str, index: int, size: int, what: str) -> list[Any]:
+    """pefile's descriptors for one table, checked to be all of them: pefile silently skips a
+    descriptor whose name or thunks it cannot read, so they must be contiguous from the table's
+    start and followed by the all-zero terminator."""
+    entries: list[Any] = getattr(pe, attribute, [])
+    rva = _directory_rva(pe, index)
+    if not rva:
+        return entries
+    start = pe.get_offset_from_rva(rva)
+    offsets = [entry.struct.get_file_offset() for entry in entries]
+    if offsets != [start + i * size for i in range(len(entries))]:
+        raise PEError(f"{what} table at RVA {rva:#x}: pefile skipped an unreadable descriptor")
+    if pe.get_data(rva + len(entries) * size, size) != bytes(size):
+        raise PEError(f"{what} table at RVA {rva:#x}: descriptor {len(entries)} is unreadable")
+    return entries
+
+
+def _imports(pe: Any, entries: list[Any], field: str, imported: set[tuple[str, str]]) -> tuple[str, ...]:
+    names = []
+    for entry in entries:
+        # Re-read: pefile replaces names outside its DOS file name alphabet (a space, non-ASCII)
+        # with b"*invalid*". The field is an RVA; pefile already converted old VA-style ones.
+        name = _text(pe.get_string_at_rva(getattr(entry.struct, field), pefile.MAX_DLL_LENGTH))
+        if not name:
+            raise PEError(f"import descriptor for {_text(entry.dll)!r} has an empty DLL name")
+        names.append(name)
+        for symbol in entry.imports:
+            # import_by_ordinal, not `name is None`: pefile fills in names for the ordinals of a few
+            # system DLLs (ws2_32, oleaut32) from its own tables.
+            key = f"#{symbol.ordinal}" if symbol.import_by_ordinal else _text(symbol.name)
+            imported.add((name.lower(), key))
+    return tuple(names)
+
+
+def _read(pe: Any, size: int) -> PEInfo:
+    machine = pe.FILE_HEADER.Machine
+    bits = _BITS.get(pe.OPTIONAL_HEADER.Magic)
+    if bits is None:
+        raise PEError(f"optional header magic {pe.OPTIONAL_HEADER.Magic:#x} is neither PE32 nor PE32+")
+    _check_sections(pe, size)
+    before = len(pe.get_warnings())
+    pe.parse_data_directories(directories=_DIRECTORIES)
+    for warning in pe.get_warnings()[before:]:
+        if not warning.startswith(_HARMLESS_WARNINGS):
+            raise PEError(f"damaged import or export table: {warning}")
+
+    imported: set[tuple[str, str]] = set()
+    descriptors = _descriptors(pe, "DIRECTORY_ENTRY_IMPORT", _IMPORT, _IMPORT_DESCRIPTOR_SIZE, "import")
+    imports = _imports(pe, descriptors, "Name", imported)
+    delayed = _descriptors(
+        pe, "DIRECTORY_ENTRY_DELAY_IMPORT", _DELAY_IMPORT, _DELAY_DESCRIPTOR_SIZE, "delay-import"
+    )
+    delay_imports = _imports(pe, delayed, "szName", imported)
+
+    dll_name: str | None = None
+    exports: frozenset[str] = frozenset()
+    if _directory_rva(pe, _EXPORT):
+        export = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
+        if export is None:  # pefile gives up on a bad ordinal or name table without a warning
+            raise PEError("the export directory is unreadable")
+        dll_name = _text(export.name) if export.struct.Name else None
+        exports = frozenset(_text(symbol.name) for symbol in export.symbols if symbol.name is not None)
+    return PEInfo(
+        machine=_MACHINES.get(machine, f"pe{machine:#x}"),
+        bits=bits,
+        is_dll=bool(pe.FILE_HEADER.Characteristics & _IMAGE_FILE_DLL),
+        dll_name=dll_name,
+        imports=imports,
+        delay_imports=delay_imports,
+        exports=exports,
+        imported=frozenset(imported),
+    )
+
+
+def _failure(exc: BaseException) -> PEError:
+    detail = exc.value if isinstance(exc, pefile.PEFormatError) else f"{type(exc).__name__}: {exc}"
+    return PEError(f"malformed PE file ({detail})")
+
+
+def read_pe(data: bytes) -> PEInfo:
+    """Parse the headers and the import, delay-import and export tables of a PE image."""
+    problem = _signature_problem(data)
+    if problem is not None:
+        raise PEError(f"not a PE file: {problem}")
+    try:
+        pe = pefile.PE(data=data, fast_load=True, max_symbol_exports=_MAX_EXPORTS)
+    except _PEFILE_ERRORS as exc:
+        raise _failure(exc) from exc
+    try:
+        return _read(pe, len(data))
+    except PEError:
+        raise
+    except _PEFILE_ERRORS as exc:
+        raise _failure(exc) from exc
+    finally:
+        pe.close()
+
+
+def read_pe_file(path: str | os.PathLike[str]) -> PEInfo:
+    """Read the file at *path* and parse it; PEError messages name the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return read_pe(data)
+    except PEError as exc:
+        raise PEError(f"{os.fspath(path)}: {exc}") from None

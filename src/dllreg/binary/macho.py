@@ -41,6 +41,7 @@ _LOADS = {
 }
 _DYLIB_COMMAND_SIZE, _RPATH_COMMAND_SIZE = 24, 12  # fixed parts before the lc_str name
 _BUILD_VERSION_SIZE, _VERSION_MIN_SIZE = 24, 16
+_PLATFORM_MACOS = 1  # zippered (Mac Catalyst) images carry a second LC_BUILD_VERSION
 
 _CPU_ARCH_ABI64, _CPU_SUBTYPE_MASK, _CPU_SUBTYPE_ARM64E = 0x01000000, 0xFF000000, 2
 _CPU_ARM64 = 12 | _CPU_ARCH_ABI64
@@ -165,7 +166,7 @@ def _read_thin(data: bytes) -> tuple[int, MachOArch]:
     needed: list[str] = []
     weak: set[str] = set()
     rpaths: list[str] = []
-    build_version: str | None = None
+    builds: dict[int, str] = {}  # platform -> minos of its first LC_BUILD_VERSION
     version_min: str | None = None
     at, end = header_size, header_size + sizeofcmds
     for i in range(ncmds):
@@ -184,10 +185,11 @@ def _read_thin(data: bytes) -> tuple[int, MachOArch]:
             install_name = name if install_name is None else install_name
         elif cmd == _LC_RPATH:
             rpaths.append(_lc_str(data, at, cmdsize, _RPATH_COMMAND_SIZE, order, "LC_RPATH"))
-        elif cmd == _LC_BUILD_VERSION and build_version is None:
+        elif cmd == _LC_BUILD_VERSION:
             if cmdsize < _BUILD_VERSION_SIZE:
                 raise MachOError(f"LC_BUILD_VERSION cmdsize {cmdsize} is too small")
-            build_version = _version(struct.unpack_from(order + "I", data, at + 12)[0])
+            platform, minos = struct.unpack_from(order + "II", data, at + 8)
+            builds.setdefault(platform, _version(minos))
         elif cmd == _LC_VERSION_MIN_MACOSX and version_min is None:
             if cmdsize < _VERSION_MIN_SIZE:
                 raise MachOError(f"LC_VERSION_MIN_MACOSX cmdsize {cmdsize} is too small")
@@ -201,7 +203,7 @@ def _read_thin(data: bytes) -> tuple[int, MachOArch]:
         needed=tuple(needed),
         weak=frozenset(weak),
         rpaths=tuple(rpaths),
-        min_os=build_version if build_version is not None else version_min,
+        min_os=builds.get(_PLATFORM_MACOS, next(iter(builds.values()), version_min)),
     )
 
 

@@ -18,11 +18,14 @@ A conftest can make the fixture available everywhere with ``from winebed import 
 (or ``pytest_plugins = ["winebed"]`` in the top-level conftest). However many modules register it,
 there is one bed per process: the fixture shares a reference-counted instance.
 
-The prefix is cached in ``.cache/wineprefix`` (about 700 MB; creating it costs ~7 s, reusing it
-under 1 s). It is reused only when its stamp matches this Wine (version and wine.inf time) and the
-files Wine needs are there; otherwise it is deleted and rebuilt. A lock file keeps two sessions
-from sharing it (the second one gets a throwaway prefix). ``DLLREG_WINE_CACHE=0`` always uses a
-throwaway prefix under the system temp dir.
+The prefix is cached in ``.cache/wineprefix`` (about 700 MB; creating it costs 4-7 s, reusing it
+under 1 s). The stamp file is written only after a clean ``wineserver -k`` (that is when the
+registry reaches the disk), and the prefix is reused only when the stamp matches this Wine (version,
+wine.inf time, DLL overrides), ``.update-timestamp`` matches wine.inf and the registry files and
+core DLLs are there; otherwise it is deleted and rebuilt (also once if the smoke run fails). A lock
+file keeps two sessions from sharing it (the second one gets a throwaway prefix); a wineserver left
+behind by a killed session is stopped first. ``DLLREG_WINE_CACHE=0`` always uses a throwaway prefix
+under the system temp dir.
 
 Every wine process gets a timeout; the wineserver is started detached first (see FINDINGS.md: a
 wineserver started by a captured wine process inherits its pipes and makes capture slow or hang),
@@ -209,6 +212,7 @@ class WineBed:
         self.env = env
         self.timings: dict[str, float | str] = {}
         self.running = False
+        self._stamp_pending = False
         self._harness: Path | None = None
         self._version = self._wine_version()
 
@@ -249,7 +253,7 @@ class WineBed:
             return "no prefix"
         stamp = p / STAMP
         if not stamp.is_file():
-            return "no stamp (never completed)"
+            return "no stamp (never shut down cleanly)"
         if stamp.read_text() != self.stamp():
             return "stamp from another Wine or configuration"
         upd = p / ".update-timestamp"
@@ -267,7 +271,17 @@ class WineBed:
         return None
 
     def start(self) -> WineBed:
-        """Create or reuse the prefix, start the detached wineserver, boot, and check a process runs."""
+        """Create or reuse the prefix, start the detached wineserver, boot, and check a process runs.
+
+        On failure everything started is stopped again before the exception propagates.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> WineBed:
         t0 = time.perf_counter()
         how = "fresh"
         if self.cached:
@@ -282,7 +296,7 @@ class WineBed:
         try:
             self._boot(init=how != "cached")
             self._smoke()
-        except WineError:
+        except (WineError, subprocess.TimeoutExpired):
             if how != "cached":
                 raise
             # The cache looked fine but does not work: rebuild it once.
@@ -291,8 +305,8 @@ class WineBed:
             how = "rebuilt (smoke run failed)"
             self._boot(init=True)
             self._smoke()
-        if how != "cached":
-            (self.prefix / STAMP).write_text(self.stamp())
+        # The stamp is written by stop(), once wineserver -k has saved the registry to disk.
+        self._stamp_pending = how != "cached"
         self.timings["start"] = time.perf_counter() - t0
         self.timings["how"] = how
         atexit.register(self._atexit)
@@ -361,6 +375,9 @@ class WineBed:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             self.running = False
+            if self._stamp_pending and not left:
+                (self.prefix / STAMP).write_text(self.stamp())
+                self._stamp_pending = self.prefix_problem() is not None
             self.timings["stop"] = time.perf_counter() - t0
         if remove_workdir:
             _rmtree(self.workdir)

@@ -295,3 +295,16 @@ def test_windows_error_126_names_the_missing_import(tmp_path: Path,
         loaded={"other": {"paths": [str(tmp_path / "x" / "LIBLOADED.DLL")]}}, windows=True)
     assert "libqsum.dll imports libdep.dll, which was not found" in msg
     assert "[WinError 126]" in msg and 'pip install "dllreg-lib-qsum>=3"' in msg
+
+
+def test_second_copy_of_one_runtime_name_is_refused(tmp_path: Path, site: Path) -> None:
+    # Two registry libraries shipping different files with SONAME libqsum.so.3: glibc would
+    # map both if each were loaded by path (FINDINGS' hazard), so the stub refuses the second.
+    add_library(tmp_path, site)
+    add_library(tmp_path, site, name="qalt", code="long qsum(long n){return -1;}")
+    add_consumer(tmp_path, site, "cpkg")
+    add_consumer(tmp_path, site, "dpkg", "qalt")
+    msg = error_of(python("import cpkg, dpkg", site))
+    assert "dpkg requires native library qalt" in msg
+    assert "would map a second copy of libqsum.so.3, already loaded in this process from " \
+           f"{site / 'dllreg.libs' / 'qsum' / 'lib' / 'libqsum.so.3'}" in msg

@@ -26,6 +26,12 @@ def describe_failure(kind, user, name, spec, **facts):
         return ("%s, but %s %s is already loaded in this process from %s for %s; one process "
                 "cannot hold two versions of a library. Install versions of these packages "
                 "that agree on %s." % (head, name, rec["version"], rec["dir"], others, name))
+    if kind == "duplicate":
+        return ("%s, but loading %s would map a second copy of %s, already loaded in this "
+                "process from %s; one process must not hold two copies of one library name. "
+                "Uninstall one of the libraries that ship %s." % (
+                    head, facts["path"], facts["runtime_name"], facts["other"],
+                    facts["runtime_name"]))
     if kind == "cycle":
         return "native library requirements form a cycle: %s" % " -> ".join(facts["chain"])
     if kind == "unreadable":

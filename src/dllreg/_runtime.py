@@ -32,8 +32,10 @@ def _state():
         st.lock = _thread.RLock()
         st.loaded = {}  # name -> {"version", "dir", "paths", "handles", "users", "dll_dirs"}
         st.LibraryImportError = None  # made on first use: a new class costs ~0.1 ms at start-up
+        st.names = {}  # runtime name (SONAME / DLL name) -> path: one copy of each per process
         st.windows = os.name == "nt"
-        st.loader = None  # test seam: loader(path, flags) replaces the real loader
+        st.loader = None  # test seams: loader(path, flags) and add_dll_directory(path)
+        st.add_dll_directory = None
         sys.modules[_STATE] = st
     return st
 
@@ -80,9 +82,9 @@ def _read_manifest(path):
         key, _, value = line.partition(": ")
         if key == "Version":
             version = value
-        elif key == "Library":
+        elif key == "Library":  # PATH, runtime name, sha256, needed
             fields = value.split("\t")
-            libs.append((fields[0], fields[3].split(",") if len(fields) > 3 else []))
+            libs.append((fields[0], fields[1], fields[3].split(",") if len(fields) > 3 else []))
         elif key == "Requires":
             reqs.append(_split_req(value.partition(";")[0]))
         elif key == "Dll-Directory":
@@ -203,17 +205,24 @@ def _require(st, user, name, spec, own_site, chain):
         rec = {"version": version, "dir": lib_dir, "paths": [], "handles": [],
                "users": {user: spec}, "dll_dirs": []}
         if st.windows:  # only when a manifest asks (plugins loaded by bare name, e.g. MKL)
+            add = st.add_dll_directory or os.add_dll_directory
             for rel in dll_dirs:
                 directory = os.path.join(lib_dir, *rel.split("/"))
-                rec["dll_dirs"].append((directory, os.add_dll_directory(directory)))
-        for rel, needed in libs:
+                rec["dll_dirs"].append((directory, add(directory)))
+        for rel, runtime_name, needed in libs:
             path = os.path.join(lib_dir, *rel.split("/"))
+            key = runtime_name.lower() if st.windows else runtime_name
+            other = st.names.get(key)
+            if other is not None and other != path:  # a second copy of one name: never
+                raise _fail(user, "duplicate", name=name, spec=spec, path=path,
+                            runtime_name=runtime_name, other=other)
             try:
                 rec["handles"].append(_open(st, path))
             except OSError as exc:
                 raise _fail(user, "load", name=name, spec=spec, path=path, error=exc,
                             needed=needed, loaded=st.loaded, windows=st.windows) from None
             rec["paths"].append(path)
+            st.names[key] = path
             if _DEBUG:
                 _say("%s: loaded %s by absolute path %s (%s)" % (
                     user, name, path,

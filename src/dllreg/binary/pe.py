@@ -24,9 +24,10 @@ __all__ = ["PEError", "PEInfo", "is_pe", "read_pe", "read_pe_file"]
 _MACHINES = {0x8664: "x86_64", 0x14C: "i386", 0xAA64: "arm64", 0x1C0: "arm", 0x1C4: "arm"}
 _BITS = {0x10B: 32, 0x20B: 64}  # optional header magic: PE32, PE32+
 _IMAGE_FILE_DLL = 0x2000
-_EXPORT, _IMPORT, _DELAY_IMPORT = 0, 1, 13  # data directory indexes
-_DIRECTORIES = (_IMPORT, _DELAY_IMPORT, _EXPORT)  # a tuple: pefile empties a list it is given
-_IMPORT_DESCRIPTOR_SIZE, _DELAY_DESCRIPTOR_SIZE = 20, 32
+_EXPORT = 0  # data directory indexes, then descriptor sizes and pefile's attribute names
+_IMPORT = (1, 20, "DIRECTORY_ENTRY_IMPORT")
+_DELAY_IMPORT = (13, 32, "DIRECTORY_ENTRY_DELAY_IMPORT")
+_DIRECTORIES = (_IMPORT[0], _DELAY_IMPORT[0], _EXPORT)  # a tuple: pefile empties a list it is given
 _MAX_EXPORTS = 0x10000  # pefile's default of 8192 is below what Qt, LLVM or libtorch export
 _HARMLESS_WARNINGS = ("Imported symbols contain entries typical of packed executables",)
 # What pefile lets escape on hostile input besides PEFormatError: struct.error and IndexError from
@@ -100,31 +101,40 @@ def _directory_rva(pe: Any, index: int) -> int:
     return int(directories[index].VirtualAddress) if index < len(directories) else 0
 
 
-def _descriptors(pe: Any, attribute: str, index: int, size: int, what: str) -> list[Any]:
-    """pefile's descriptors for one table, checked to be all of them: pefile silently skips a
-    descriptor whose name or thunks it cannot read, so they must be contiguous from the table's
-    start and followed by the all-zero terminator."""
+def _check_complete(pe: Any, rva: int, structs: list[Any], size: int, what: str) -> None:
+    """pefile skips a descriptor or thunk it cannot read without a warning, so the ones it kept
+    must be all of them: contiguous from *rva* and followed by the all-zero terminator."""
+    start = pe.get_offset_from_rva(rva)
+    if [s.get_file_offset() for s in structs] != [start + i * size for i in range(len(structs))]:
+        raise PEError(f"{what} at RVA {rva:#x}: pefile skipped an unreadable entry")
+    if pe.get_data(rva + len(structs) * size, size) != bytes(size):
+        raise PEError(f"{what} at RVA {rva:#x}: entry {len(structs)} is unreadable")
+
+
+def _imports(pe: Any, delayed: bool, imported: set[tuple[str, str]]) -> tuple[str, ...]:
+    index, size, attribute = _DELAY_IMPORT if delayed else _IMPORT
     entries: list[Any] = getattr(pe, attribute, [])
     rva = _directory_rva(pe, index)
     if not rva:
-        return entries
-    start = pe.get_offset_from_rva(rva)
-    offsets = [entry.struct.get_file_offset() for entry in entries]
-    if offsets != [start + i * size for i in range(len(entries))]:
-        raise PEError(f"{what} table at RVA {rva:#x}: pefile skipped an unreadable descriptor")
-    if pe.get_data(rva + len(entries) * size, size) != bytes(size):
-        raise PEError(f"{what} table at RVA {rva:#x}: descriptor {len(entries)} is unreadable")
-    return entries
-
-
-def _imports(pe: Any, entries: list[Any], field: str, imported: set[tuple[str, str]]) -> tuple[str, ...]:
+        return ()
+    what = "delay-import table" if delayed else "import table"
+    _check_complete(pe, rva, [entry.struct for entry in entries], size, what)
+    step = 8 if pe.PE_TYPE == pefile.OPTIONAL_HEADER_MAGIC_PE_PLUS else 4
     names = []
     for entry in entries:
+        # pefile already turned the RVAs of old VA-style delay descriptors into RVAs.
+        desc = entry.struct
+        name_rva, thunks = (
+            (desc.szName, desc.pINT or desc.pIAT)
+            if delayed
+            else (desc.Name, desc.OriginalFirstThunk or desc.FirstThunk)
+        )
         # Re-read: pefile replaces names outside its DOS file name alphabet (a space, non-ASCII)
-        # with b"*invalid*". The field is an RVA; pefile already converted old VA-style ones.
-        name = _text(pe.get_string_at_rva(getattr(entry.struct, field), pefile.MAX_DLL_LENGTH))
+        # with b"*invalid*".
+        name = _text(pe.get_string_at_rva(name_rva, pefile.MAX_DLL_LENGTH))
         if not name:
-            raise PEError(f"import descriptor for {_text(entry.dll)!r} has an empty DLL name")
+            raise PEError(f"{what}: descriptor {len(names)} has an empty DLL name")
+        _check_complete(pe, thunks, [symbol.struct_table for symbol in entry.imports], step, f"{name} thunks")
         names.append(name)
         for symbol in entry.imports:
             # import_by_ordinal, not `name is None`: pefile fills in names for the ordinals of a few
@@ -147,12 +157,8 @@ def _read(pe: Any, size: int) -> PEInfo:
             raise PEError(f"damaged import or export table: {warning}")
 
     imported: set[tuple[str, str]] = set()
-    descriptors = _descriptors(pe, "DIRECTORY_ENTRY_IMPORT", _IMPORT, _IMPORT_DESCRIPTOR_SIZE, "import")
-    imports = _imports(pe, descriptors, "Name", imported)
-    delayed = _descriptors(
-        pe, "DIRECTORY_ENTRY_DELAY_IMPORT", _DELAY_IMPORT, _DELAY_DESCRIPTOR_SIZE, "delay-import"
-    )
-    delay_imports = _imports(pe, delayed, "szName", imported)
+    imports = _imports(pe, False, imported)
+    delay_imports = _imports(pe, True, imported)
 
     dll_name: str | None = None
     exports: frozenset[str] = frozenset()
@@ -160,8 +166,13 @@ def _read(pe: Any, size: int) -> PEInfo:
         export = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
         if export is None:  # pefile gives up on a bad ordinal or name table without a warning
             raise PEError("the export directory is unreadable")
+        named = [_text(symbol.name) for symbol in export.symbols if symbol.name is not None]
+        if len(named) != export.struct.NumberOfNames:  # pefile skips what it cannot read
+            raise PEError(f"only {len(named)} of {export.struct.NumberOfNames} export names are readable")
+        if "" in named:
+            raise PEError("the export name table has an empty name")
         dll_name = _text(export.name) if export.struct.Name else None
-        exports = frozenset(_text(symbol.name) for symbol in export.symbols if symbol.name is not None)
+        exports = frozenset(named)
     return PEInfo(
         machine=_MACHINES.get(machine, f"pe{machine:#x}"),
         bits=bits,

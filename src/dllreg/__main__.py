@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--requires", action="append", default=[],
                     help="another registry library this one needs, e.g. 'gfortran>=12'")
     pl.add_argument("--platform", help="wheel platform tag (default: the source wheel's, or "
-                    "linux_<arch> for a directory)")
+                    "derived from the binaries for a directory)")
+    pl.add_argument("--dll-directory", action="append", default=[], dest="dll_directories",
+                    help="Windows: directory of this library (e.g. bin) the stub adds with "
+                    "os.add_dll_directory, for libraries that load plugins by bare name")
 
     pc = sub.add_parser("pkg-config", help="compiler and linker flags of an installed library")
     pc.add_argument("name")
@@ -77,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
     plan = plan_library(read_source(a.source), a.name, a.lib_version, requires=a.requires,
-                        platform=a.platform)
+                        platform=a.platform, dll_directories=a.dll_directories)
     path = write_library_wheel(plan, a.output)
     files = ", ".join(f"{f.path} ({f.soname})" for f in plan.manifest.libraries)
     print(f"wrote {path}\n  libraries in preload order: {files}", file=out)

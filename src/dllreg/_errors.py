@@ -7,15 +7,21 @@ def _fix(name, spec):
     return 'pip install "dllreg-lib-%s%s"' % (name, spec)
 
 
+def _listing(directory):
+    try:
+        return {n.lower() for n in os.listdir(directory)}
+    except OSError:
+        return set()
+
+
 def _missing_imports(path, needed, loaded):
     # Windows error 126 for a DLL that exists means one of *its* imports was not found: name
     # them, which is what the original bpo-35688 report could not get from Windows.
-    here = os.path.dirname(path)
     have = {os.path.basename(p).lower() for r in loaded.values() for p in r["paths"]}
-    system = os.path.join(os.environ.get("SYSTEMROOT", "C:\\Windows"), "System32")
+    have |= _listing(os.path.dirname(path))
+    have |= _listing(os.path.join(os.environ.get("SYSTEMROOT", "C:\\Windows"), "System32"))
     return [n for n in needed if n and n.lower() not in have
-            and not os.path.exists(os.path.join(here, n))
-            and not os.path.exists(os.path.join(system, n))]
+            and not n.lower().startswith(("api-ms-", "ext-ms-"))]  # API sets are virtual
 
 
 def describe_failure(kind, user, name, spec, **facts):

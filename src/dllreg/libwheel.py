@@ -170,8 +170,8 @@ def _classify(f: SourceFile, origin: str) -> tuple[BinaryInfo, str, str]:
     return info, f"lib/{base}", info.name
 
 
-def plan_library(source: Source, name: str, version: str, *,
-                 requires: Sequence[str] = (), platform: str | None = None) -> LibraryPlan:
+def plan_library(source: Source, name: str, version: str, *, requires: Sequence[str] = (),
+                 platform: str | None = None, dll_directories: Sequence[str] = ()) -> LibraryPlan:
     name = library_name(name)
     norm_version = str(parse_version(version))
     reqs = tuple(NativeRequirement.parse(r) for r in requires)
@@ -219,11 +219,18 @@ def plan_library(source: Source, name: str, version: str, *,
     if not re.fullmatch(r"[a-z0-9_.]+", plat):
         raise PackageLibError(f"--platform {plat!r}: not a wheel platform tag")
     check_tag(plat, fmt, arches, origin)
+    dirs = {lib.path.rsplit("/", 1)[0] for lib in libs.values()}
+    for d in dll_directories:
+        if fmt != "pe" or d not in dirs:
+            raise PackageLibError(
+                f"--dll-directory {d!r}: only a directory holding this wheel's DLLs "
+                f"({', '.join(sorted(dirs))}) of a Windows library can be requested")
     order = _preload_order(libs, _library_key(fmt))
     manifest = Manifest(
         name=name, version=norm_version, platform=plat, libraries=tuple(order), requires=reqs,
         headers=tuple(f"include/{h}" for h, _ in sorted(headers)),
         import_libraries=tuple(sorted(p for p, _ in import_libs)),
+        dll_directories=tuple(dll_directories),
         pkgconfig=f"lib/pkgconfig/{name}.pc", source=origin,
         generator=f"dllreg {__version__}",
     )

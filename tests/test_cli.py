@@ -80,3 +80,26 @@ def test_broken_manifest_is_reported_not_fatal(site: Path) -> None:
 def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("frobnicate")[0] == 2
     assert cli("--version")[0] == 0
+
+
+def add_consumer_binary(tmp_path: Path, site: Path, name: str, link_soname: str) -> None:
+    """A consumer whose RECORD lists an extension linked against ``link_soname``."""
+    from conftest import QSUM_C, gcc_shared
+
+    linkdir = tmp_path / f"link-{name}"
+    gcc_shared(linkdir / link_soname, QSUM_C, link_soname)
+    pkg = site / name
+    gcc_shared(pkg / "_ext.so", "long qsum(long); long use(long n){return qsum(n);}", None,
+               f"-L{linkdir}", f"-l:{link_soname}")
+    add_consumer_record(site, name, ["qsum>=3"])
+    (site / f"{name}-1.0.dist-info" / "RECORD").write_text(f"{name}/_ext.so,,\n")
+
+
+def test_check_finds_binaries_that_name_the_library_differently(tmp_path: Path, site: Path) -> None:
+    add_consumer_binary(tmp_path, site, "good", "libqsum.so.3")
+    add_consumer_binary(tmp_path, site, "stale", "libqsum.so")  # linked to a devel symlink name
+    code, out = cli("check", "--path", str(site))
+    assert code == 1
+    assert f"stale 1.0: {site / 'stale' / '_ext.so'} needs libqsum.so, but registry library " \
+           "qsum 3.1.4 provides libqsum.so.3" in out
+    assert "good 1.0" not in out

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .binary import BinaryInfo, read_binary
 from .build import NO_LIBRARY_PHASES, PHASE_VAR
 from .check import effective, find_problems
 from .errors import DllregError, LibraryNotFound
@@ -18,7 +19,9 @@ from .libwheel import plan_library, read_source, write_library_wheel
 from .names import NativeRequirement, library_name
 from .pkgconfig import flags, parse_pc
 from .registry import (
+    Consumer,
     InstalledLibrary,
+    consumer_binaries,
     find_library,
     installed_consumers,
     installed_libraries,
@@ -212,7 +215,17 @@ def _check(a: argparse.Namespace, out: TextIO) -> int:
     dirs = site_dirs(a.path)
     libraries, errors = installed_libraries(dirs)
     consumers, cerrors = installed_consumers(dirs)
-    problems = find_problems(libraries, consumers, errors + cerrors, verify=a.verify)
+    def binaries(consumer: Consumer) -> list[tuple[str, BinaryInfo]]:
+        out = []
+        for path, data in consumer_binaries(consumer):
+            try:
+                out.append((str(path), read_binary(data, str(path))))
+            except DllregError:
+                continue  # not a binary dllreg reads (e.g. a linker script); nothing to bind
+        return out
+
+    problems = find_problems(libraries, consumers, errors + cerrors, verify=a.verify,
+                             binaries=binaries)
     failed = any(p.severity == "error" for p in problems)
     if a.json:
         json.dump({"format": JSON_FORMAT, "ok": not failed,

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .binary import BinaryInfo
 from .errors import DllregError
 from .names import NativeRequirement
 from .registry import Consumer, InstalledLibrary
@@ -57,15 +58,54 @@ def _requirement_problems(subject: str, requires: Sequence[NativeRequirement],
     return out
 
 
+def _stem(name: str) -> str:
+    """'libqsum' for libqsum.so.3, libqsum.so, @rpath/libqsum.3.dylib, LIBQSUM.dll."""
+    base = name.rsplit("/", 1)[-1].lower()
+    for suffix in (".so", ".dylib", ".dll"):
+        if suffix in base:
+            base = base[: base.index(suffix)]
+    return base.split(".", 1)[0]
+
+
+def binding_problems(subject: str, binaries: Sequence[tuple[str, BinaryInfo]],
+                     libraries: Sequence[InstalledLibrary]) -> list[Problem]:
+    """Consumer binaries that name a registry library by something other than its runtime
+    name: the stub's preload cannot satisfy them (e.g. a Mach-O LC_LOAD_DYLIB that is not the
+    dylib's install name, an ELF DT_NEEDED of libfoo.so when the SONAME is libfoo.so.1)."""
+    runtime: dict[str, tuple[str, InstalledLibrary]] = {}
+    for lib in libraries:
+        for f in lib.manifest.libraries:
+            runtime.setdefault(_stem(f.soname), (f.soname, lib))
+    out = []
+    for path, info in binaries:
+        for needed in info.needed + info.delay_needed:
+            hit = runtime.get(_stem(needed))
+            if hit is None:
+                continue
+            name, lib = hit
+            same = needed.lower() == name.lower() if info.format == "pe" else needed == name
+            if not same:
+                out.append(Problem(
+                    subject, f"{path} needs {needed}, but registry library {lib.manifest.name} "
+                    f"{lib.manifest.version} provides {name}, so the preload cannot satisfy it",
+                    f"rebuild {subject.split()[0]} against the registry library (flags from "
+                    f"python -m dllreg pkg-config {lib.manifest.name})"))
+    return out
+
+
 def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Consumer],
                   read_errors: Sequence[DllregError], *, verify: bool = False,
-                  hasher: Callable[[Path], str] = _sha256) -> list[Problem]:
+                  hasher: Callable[[Path], str] = _sha256,
+                  binaries: Callable[[Consumer], Sequence[tuple[str, BinaryInfo]]] | None = None
+                  ) -> list[Problem]:
     problems = [Problem("registry", str(e), "reinstall the distribution that owns this file")
                 for e in read_errors]
     libs = effective(libraries)
     for consumer in consumers:
-        problems += _requirement_problems(f"{consumer.name} {consumer.version}",
-                                          consumer.requires, libraries)
+        subject = f"{consumer.name} {consumer.version}"
+        problems += _requirement_problems(subject, consumer.requires, libraries)
+        if binaries is not None:
+            problems += binding_problems(subject, binaries(consumer), list(libs.values()))
     for lib in libs.values():
         m = lib.manifest
         subject = f"library {m.name} {m.version}"

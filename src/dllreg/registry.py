@@ -6,6 +6,7 @@ returns live in check.py and the CLI.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -132,3 +133,25 @@ def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[Dllr
                 continue
             consumers.append(Consumer(name, version, requires, dist_info))
     return consumers, errors
+
+
+_BINARY_SUFFIXES = (".so", ".pyd", ".dll", ".dylib")
+
+
+def consumer_binaries(consumer: Consumer) -> list[tuple[Path, bytes]]:
+    """The native files a consumer installed, from its RECORD (read for ``check``)."""
+    record = consumer.dist_info / "RECORD"
+    try:
+        lines = record.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    site = consumer.dist_info.parent
+    out = []
+    for row in csv.reader(lines):
+        if row and row[0].endswith(_BINARY_SUFFIXES):
+            path = (site / row[0]).resolve()
+            try:
+                out.append((path, path.read_bytes()))
+            except OSError:
+                continue  # a missing file is pip's business (pip check), not ours
+    return out

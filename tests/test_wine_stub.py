@@ -233,3 +233,60 @@ def test_dll_directory_only_when_the_manifest_asks(bed: Bed, tmp_path: Path) -> 
     assert calls[-1] == ["dir", directory]  # scoped to the library's own directory
     calls, _ = record(plain, imports="dpkg")
     assert not [c for c in calls if c[0] == "dir"]
+
+
+# The win_amd64 wheel ships no headers; declare the one function (LP64: blasint is int).
+DDOT = """double scipy_cblas_ddot(int n, const double *x, int incx, const double *y, int incy);
+__declspec(dllexport) int ext_init(void) {
+    double x[3] = {1, 2, 3}, y[3] = {4, 5, 6};
+    return (int)scipy_cblas_ddot(3, x, 1, y, 1);
+}
+"""
+
+
+def openblas_win_wheel() -> Path:
+    downloads = Path(__file__).resolve().parent.parent / ".cache" / "downloads"
+    found = sorted(downloads.glob("scipy_openblas32-*-win_amd64.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--only-binary=:all:", "--platform", "win_amd64", "--python-version",
+                        "3.11", "-d", str(downloads), "scipy-openblas32"], check=True)
+        found = sorted(downloads.glob("scipy_openblas32-*-win_amd64.whl"))
+    return found[-1]
+
+
+@pytest.mark.realwheels
+def test_real_openblas_dll_from_the_scipy_openblas32_wheel(wine: WineBed, bed: Bed,
+                                                          tmp_path: Path) -> None:
+    """package-lib turns the real win_amd64 scipy-openblas32 wheel into a registry library; a
+    mingw consumer links its import library through the .pc flags; the stub's preload makes
+    it bind under Wine and compute with the real OpenBLAS."""
+    source = openblas_win_wheel()
+    version = source.name.split("-")[1]
+    out = tmp_path / "wheels"
+    assert main(["package-lib", "openblas", "--version", version, "--from", str(source),
+                 "-o", str(out)]) == 0
+    wheel = next(out.glob("*.whl"))
+    assert wheel.name.endswith("-py3-none-win_amd64.whl")
+    site = tmp_path / "site"
+    install_wheel(wheel, site)
+    lib = site / "dllreg.libs" / "openblas"
+    text = (lib / "MANIFEST").read_text()
+    assert "Library: bin/libscipy_openblas.dll\tlibscipy_openblas.dll\t" in text
+    assert "Import-Library: lib/libscipy_openblas.lib" in text
+    code = (f"import sys; sys.path.insert(0, {str(site)!r}); from dllreg.__main__ import main; "
+            "sys.exit(main(['pkg-config', 'openblas', '--cflags', '--libs']))")
+    flags = shlex.split(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert "-lscipy_openblas" in flags and "-DBLAS_SYMBOL_PREFIX=scipy_" in flags
+    pyd = mingw(tmp_path / "ext" / "_ext.pyd", DDOT, "-shared", *flags)
+    consumer(site, "cpkg", "openblas>=0.3")
+    calls, err = record(site, imports="cpkg")
+    dll = lib / "bin" / "libscipy_openblas.dll"
+    assert (calls, err) == ([[CPYTHON_EXT_FLAGS, str(dll)]], "")
+    pre = write_preloads(tmp_path / "openblas.preloads", [(CPYTHON_EXT_FLAGS, dll)])
+    proc = wine.run_harness(pre, pyd, "ext_init", "libscipy_openblas.dll", timeout=120)
+    print(proc.stdout)
+    res = parse_harness(proc.stdout)
+    assert (res.error, res.init_result) == (None, 32)
+    assert res.deps["libscipy_openblas.dll"] == winpath(dll)

@@ -1,13 +1,13 @@
 """Read the dynamic-linking facts of a PE (Windows) image: import, delay-import and export tables.
 
 The parsing is pefile's, as in delvewheel: headers with fast_load, then only the three directories
-of interest. pefile is built for malware triage, so it is lenient: on damaged input it mostly
-records a warning and carries on, and sometimes drops a descriptor without a word. This module
-turns that into a verdict. Any exception pefile raises, a warning it records while reading the
-three directories, a section whose data lies past the end of the file, or a descriptor pefile
-skipped raises PEError, so a result is never a silently partial view. Known pefile limits that
-remain: import names using characters outside its allow-list (A-Z a-z 0-9 . _ ? @ $ ( ) < >) are
-left out of `imported`, and export names outside printable ASCII make the file a PEError.
+of interest. pefile is built for malware triage, so it is lenient: on damaged input it records a
+warning and carries on, or drops a descriptor, thunk or export without a word. This module turns
+that into a verdict: an exception from pefile, a warning it records while reading the three
+tables, section data past the end of the file, or an entry pefile skipped raises PEError, so a
+result is never a silently partial view. pefile's own limits therefore raise PEError too: symbol
+names outside its alphabets (imports: A-Z a-z 0-9 . _ ? @ $ ( ) < >; exports: printable ASCII)
+and more than 8192 imported symbols in one file.
 """
 
 from __future__ import annotations
@@ -24,26 +24,23 @@ __all__ = ["PEError", "PEInfo", "is_pe", "read_pe", "read_pe_file"]
 _MACHINES = {0x8664: "x86_64", 0x14C: "i386", 0xAA64: "arm64", 0x1C0: "arm", 0x1C4: "arm"}
 _BITS = {0x10B: 32, 0x20B: 64}  # optional header magic: PE32, PE32+
 _IMAGE_FILE_DLL = 0x2000
-_EXPORT = 0  # data directory indexes, then descriptor sizes and pefile's attribute names
-_IMPORT = (1, 20, "DIRECTORY_ENTRY_IMPORT")
-_DELAY_IMPORT = (13, 32, "DIRECTORY_ENTRY_DELAY_IMPORT")
+_EXPORT = 0  # data directory index; for the import tables also descriptor size, pefile's names
+_IMPORT = (1, 20, "DIRECTORY_ENTRY_IMPORT", "Name", "OriginalFirstThunk", "FirstThunk")
+_DELAY_IMPORT = (13, 32, "DIRECTORY_ENTRY_DELAY_IMPORT", "szName", "pINT", "pIAT")
 _DIRECTORIES = (_IMPORT[0], _DELAY_IMPORT[0], _EXPORT)  # a tuple: pefile empties a list it is given
-_MAX_EXPORTS = 0x10000  # pefile's default of 8192 is below what Qt, LLVM or libtorch export
+# pefile gives up (with a warning) past 8192 exports or 120 ordinal-only exports at one address;
+# large C++ DLLs export more. Ordinals are 16-bit, so this is the format's own limit.
+_MAX_EXPORTS = 0x10000
 _HARMLESS_WARNINGS = ("Imported symbols contain entries typical of packed executables",)
-# What pefile lets escape on hostile input besides PEFormatError: struct.error and IndexError from
-# short reads, UnicodeDecodeError, TypeError and AttributeError from structures it failed to read
-# (None), OverflowError and MemoryError from absurd sizes, RecursionError.
+# pefile documents only PEFormatError, but fuzzing has found others escaping it (struct.error and
+# IndexError from short reads, e.g. erocarrera/pefile#311; TypeError or AttributeError from a
+# structure it failed to read; OverflowError or MemoryError from absurd sizes).
+# fmt: off
 _PEFILE_ERRORS = (
-    pefile.PEFormatError,
-    struct.error,
-    LookupError,
-    ValueError,
-    ArithmeticError,
-    AttributeError,
-    TypeError,
-    MemoryError,
-    RecursionError,
+    pefile.PEFormatError, struct.error, LookupError, ValueError, ArithmeticError, AttributeError, TypeError,
+    MemoryError, RecursionError,
 )
+# fmt: on
 
 
 class PEError(ValueError):
@@ -65,8 +62,10 @@ class PEInfo:
 
 
 def _signature_problem(data: bytes) -> str | None:
-    if len(data) < 0x40 or data[:2] != b"MZ":
-        return "no MZ header"
+    if data[:2] != b"MZ":
+        return "no MZ signature"
+    if len(data) < 0x40:
+        return f"{len(data)} bytes are too few for a DOS header"
     (e_lfanew,) = struct.unpack_from("<I", data, 0x3C)
     if e_lfanew + 4 > len(data):
         return f"e_lfanew {e_lfanew:#x} points past the end of the {len(data)}-byte file"
@@ -85,10 +84,9 @@ def _text(name: Any) -> str:
 
 
 def _check_sections(pe: Any, size: int) -> None:
-    if len(pe.sections) != pe.FILE_HEADER.NumberOfSections:
-        raise PEError(
-            f"only {len(pe.sections)} of {pe.FILE_HEADER.NumberOfSections} section headers are readable"
-        )
+    count = pe.FILE_HEADER.NumberOfSections
+    if len(pe.sections) != count:  # pefile stops at an all-zero or unreadable header
+        raise PEError(f"only {len(pe.sections)} of {count} section headers are readable")
     for section in pe.sections:
         end = section.PointerToRawData + section.SizeOfRawData
         if section.SizeOfRawData and end > size:
@@ -112,7 +110,7 @@ def _check_complete(pe: Any, rva: int, structs: list[Any], size: int, what: str)
 
 
 def _imports(pe: Any, delayed: bool, imported: set[tuple[str, str]]) -> tuple[str, ...]:
-    index, size, attribute = _DELAY_IMPORT if delayed else _IMPORT
+    index, size, attribute, *fields = _DELAY_IMPORT if delayed else _IMPORT
     entries: list[Any] = getattr(pe, attribute, [])
     rva = _directory_rva(pe, index)
     if not rva:
@@ -120,21 +118,15 @@ def _imports(pe: Any, delayed: bool, imported: set[tuple[str, str]]) -> tuple[st
     what = "delay-import table" if delayed else "import table"
     _check_complete(pe, rva, [entry.struct for entry in entries], size, what)
     step = 8 if pe.PE_TYPE == pefile.OPTIONAL_HEADER_MAGIC_PE_PLUS else 4
-    names = []
+    names: list[str] = []
     for entry in entries:
-        # pefile already turned the RVAs of old VA-style delay descriptors into RVAs.
-        desc = entry.struct
-        name_rva, thunks = (
-            (desc.szName, desc.pINT or desc.pIAT)
-            if delayed
-            else (desc.Name, desc.OriginalFirstThunk or desc.FirstThunk)
-        )
+        # pefile has turned the addresses in old VA-style delay descriptors into RVAs already.
+        name_rva, lookup, iat = (getattr(entry.struct, field) for field in fields)
         # Re-read: pefile replaces names outside its DOS file name alphabet (a space, non-ASCII)
         # with b"*invalid*".
         name = _text(pe.get_string_at_rva(name_rva, pefile.MAX_DLL_LENGTH))
-        if not name:
-            raise PEError(f"{what}: descriptor {len(names)} has an empty DLL name")
-        _check_complete(pe, thunks, [symbol.struct_table for symbol in entry.imports], step, f"{name} thunks")
+        thunks = [symbol.struct_table for symbol in entry.imports]  # read from the lookup table or IAT
+        _check_complete(pe, lookup or iat, thunks, step, f"thunks of {name}")
         names.append(name)
         for symbol in entry.imports:
             # import_by_ordinal, not `name is None`: pefile fills in names for the ordinals of a few
@@ -154,7 +146,7 @@ def _read(pe: Any, size: int) -> PEInfo:
     pe.parse_data_directories(directories=_DIRECTORIES)
     for warning in pe.get_warnings()[before:]:
         if not warning.startswith(_HARMLESS_WARNINGS):
-            raise PEError(f"damaged import or export table: {warning}")
+            raise PEError(f"pefile cannot read the import or export tables: {warning}")
 
     imported: set[tuple[str, str]] = set()
     imports = _imports(pe, False, imported)
@@ -171,7 +163,7 @@ def _read(pe: Any, size: int) -> PEInfo:
             raise PEError(f"only {len(named)} of {export.struct.NumberOfNames} export names are readable")
         if "" in named:
             raise PEError("the export name table has an empty name")
-        dll_name = _text(export.name) if export.struct.Name else None
+        dll_name = (_text(export.name) if export.struct.Name else "") or None
         exports = frozenset(named)
     return PEInfo(
         machine=_MACHINES.get(machine, f"pe{machine:#x}"),
@@ -185,28 +177,25 @@ def _read(pe: Any, size: int) -> PEInfo:
     )
 
 
-def _failure(exc: BaseException) -> PEError:
-    detail = exc.value if isinstance(exc, pefile.PEFormatError) else f"{type(exc).__name__}: {exc}"
-    return PEError(f"malformed PE file ({detail})")
-
-
 def read_pe(data: bytes) -> PEInfo:
     """Parse the headers and the import, delay-import and export tables of a PE image."""
     problem = _signature_problem(data)
     if problem is not None:
         raise PEError(f"not a PE file: {problem}")
+    pe: Any = None
     try:
-        pe = pefile.PE(data=data, fast_load=True, max_symbol_exports=_MAX_EXPORTS)
-    except _PEFILE_ERRORS as exc:
-        raise _failure(exc) from exc
-    try:
+        pe = pefile.PE(
+            data=data, fast_load=True, max_symbol_exports=_MAX_EXPORTS, max_repeated_symbol=_MAX_EXPORTS
+        )
         return _read(pe, len(data))
     except PEError:
         raise
     except _PEFILE_ERRORS as exc:
-        raise _failure(exc) from exc
+        detail = exc.value if isinstance(exc, pefile.PEFormatError) else f"{type(exc).__name__}: {exc}"
+        raise PEError(f"malformed PE file ({detail})") from exc
     finally:
-        pe.close()
+        if pe is not None:
+            pe.close()  # for data= this only runs gc.collect(); pefile calls it itself if PE() fails
 
 
 def read_pe_file(path: str | os.PathLike[str]) -> PEInfo:

@@ -116,7 +116,7 @@ def test_conflicting_copies_of_one_soname(tmp_path: Path, capsys: pytest.Capture
     gcc_shared(tmp_path / "src" / "a" / "libqsum.so.3", QSUM_C, "libqsum.so.3")
     gcc_shared(tmp_path / "src" / "b" / "libqsum.so.3", "int other(void){return 1;}", "libqsum.so.3")
     code, _ = package(tmp_path / "src", tmp_path / "out")
-    assert code == 2 and "two different files carry SONAME libqsum.so.3" in capsys.readouterr().err
+    assert code == 2 and "two different files carry the name libqsum.so.3" in capsys.readouterr().err
 
 
 def test_needs_outside_the_library_are_reported(tmp_path: Path) -> None:
@@ -127,3 +127,47 @@ def test_needs_outside_the_library_are_reported(tmp_path: Path) -> None:
     code, text = package(src, tmp_path / "out")
     assert code == 0
     assert "note: libqsum.so.3 needs libextra.so.7, which this wheel does not carry" in text
+
+
+@pytest.mark.parametrize("platform,match", [
+    ("win_amd64", "is for PE binaries, but the libraries are ELF"),
+    ("manylinux_2_28_aarch64", "does not match the libraries' architecture (x86_64)"),
+    ("macosx_11_0_arm64", "is for MACHO binaries"),
+    ("beos_x86_64", "unknown operating system"),
+], ids=["windows-tag", "wrong-arch", "macos-tag", "unknown-os"])
+def test_platform_tag_must_match_the_binaries(qsum_dir: Path, tmp_path: Path, platform: str,
+                                              match: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = package(qsum_dir, tmp_path / "out", "--platform", platform)
+    assert code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_windows_library_from_mingw_dlls(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("x86_64-w64-mingw32-gcc"):
+        pytest.skip("x86_64-w64-mingw32-gcc missing (scripts/setup-system.sh installs it)")
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "lib").mkdir()
+    (tmp_path / "dep.c").write_text("__declspec(dllexport) int dep(void){return 1;}\n")
+    (tmp_path / "q.c").write_text("__declspec(dllimport) int dep(void);\n"
+                                  "__declspec(dllexport) int qsum(int n){return dep()+n;}\n")
+    cc = "x86_64-w64-mingw32-gcc"
+    subprocess.run([cc, "-shared", "-o", str(src / "bin" / "libdep.dll"), str(tmp_path / "dep.c")],
+                   check=True)
+    subprocess.run([cc, "-shared", "-o", str(src / "bin" / "libqsum.dll"), str(tmp_path / "q.c"),
+                    str(src / "bin" / "libdep.dll"),
+                    f"-Wl,--out-implib,{src / 'lib' / 'libqsum.dll.a'}"], check=True)
+    code, text = package(src, tmp_path / "out")
+    assert code == 0, text
+    wheel = tmp_path / "out" / "dllreg_lib_qsum-3.1.4-py3-none-win_amd64.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        m = Manifest.from_text(zf.read("dllreg.libs/qsum/MANIFEST").decode())
+        pc = zf.read("dllreg.libs/qsum/lib/pkgconfig/qsum.pc").decode()
+    assert [(f.path, f.soname) for f in m.libraries] == [("bin/libdep.dll", "libdep.dll"),
+                                                         ("bin/libqsum.dll", "libqsum.dll")]
+    assert m.import_libraries == ("lib/libqsum.dll.a",)
+    assert "Libs: -L${libdir} -lqsum" in pc
+    assert "note:" not in text  # KERNEL32/msvcrt are the system's, libdep is inside

@@ -171,3 +171,40 @@ def test_windows_library_from_mingw_dlls(tmp_path: Path) -> None:
     assert m.import_libraries == ("lib/libqsum.dll.a",)
     assert "Libs: -L${libdir} -lqsum" in pc
     assert "note:" not in text  # KERNEL32/msvcrt are the system's, libdep is inside
+
+
+@pytest.mark.realwheels
+def test_macos_library_from_scipys_delocated_dylibs(tmp_path: Path) -> None:
+    """The real libgfortran/libquadmath/libgcc_s dylibs of scipy's macOS arm64 wheel (cached
+    in .cache/downloads by the Mach-O tests' fixture, or fetched here) become one library."""
+    import subprocess
+    import sys
+
+    downloads = Path(__file__).resolve().parent.parent / ".cache" / "downloads"
+    wheels = sorted(downloads.glob("scipy-*-macosx_*_arm64.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--only-binary=:all:", "--platform", "macosx_14_0_arm64",
+                        "--python-version", "3.11", "-d", str(downloads), "scipy==1.17.1"],
+                       check=True)
+        wheels = sorted(downloads.glob("scipy-*-macosx_*_arm64.whl"))
+    src = tmp_path / "dylibs"
+    src.mkdir()
+    with zipfile.ZipFile(wheels[-1]) as zf:
+        for n in zf.namelist():
+            if n.startswith("scipy/.dylibs/") and not n.endswith("/"):
+                (src / n.rsplit("/", 1)[-1]).write_bytes(zf.read(n))
+    out = tmp_path / "out"
+    code = main(["package-lib", "gfortran", "--version", "14.2", "--from", str(src), "-o", str(out)])
+    assert code == 0
+    (wheel,) = out.glob("*.whl")
+    assert wheel.name.startswith("dllreg_lib_gfortran-14.2-py3-none-macosx_") and \
+        wheel.name.endswith("_arm64.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        m = Manifest.from_text(zf.read("dllreg.libs/gfortran/MANIFEST").decode())
+    names = [f.soname.rsplit("/", 1)[-1] for f in m.libraries]
+    # dependencies first: libgfortran needs libquadmath and libgcc_s (by @loader_path)
+    assert names[-1] == "libgfortran.5.dylib"
+    assert names.index("libquadmath.0.dylib") < names.index("libgfortran.5.dylib")
+    assert all(f.soname.startswith("/DLC/scipy/.dylibs/") for f in m.libraries)  # install names
+    assert all(f.path == "lib/" + f.soname.rsplit("/", 1)[-1] for f in m.libraries)

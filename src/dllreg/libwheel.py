@@ -215,7 +215,9 @@ def plan_library(source: Source, name: str, version: str, *, requires: Sequence[
         raise PackageLibError(f"{origin}: mixed architectures {sorted(arches)}")
     if fmt == "macho":  # every dylib must carry every architecture of a fat wheel
         arches = set.intersection(*({*(i.arches or (i.arch,))} for i in infos))
-    plat = platform or source.platform or default_tag(fmt, arches, infos[0].min_os)
+    min_os = max((i.min_os for i in infos if i.min_os),
+                 key=lambda v: tuple(int(x) for x in v.split(".")), default=None)
+    plat = platform or source.platform or default_tag(fmt, arches, min_os)
     if not re.fullmatch(r"[a-z0-9_.]+", plat):
         raise PackageLibError(f"--platform {plat!r}: not a wheel platform tag")
     check_tag(plat, fmt, arches, origin)

@@ -208,3 +208,43 @@ def test_macos_library_from_scipys_delocated_dylibs(tmp_path: Path) -> None:
     assert names.index("libquadmath.0.dylib") < names.index("libgfortran.5.dylib")
     assert all(f.soname.startswith("/DLC/scipy/.dylibs/") for f in m.libraries)  # install names
     assert all(f.path == "lib/" + f.soname.rsplit("/", 1)[-1] for f in m.libraries)
+
+
+def _mingw_dll(tmp_path: Path, machine: int | None = None) -> Path:
+    """A mingw-built DLL; with ``machine``, its COFF Machine field rewritten (there is no
+    arm64/i686 mingw here, and the readers and tag checks only look at that field)."""
+    import shutil
+    import struct
+    import subprocess
+
+    if not shutil.which("x86_64-w64-mingw32-gcc"):
+        pytest.skip("x86_64-w64-mingw32-gcc missing (scripts/setup-system.sh installs it)")
+    src = tmp_path / f"dll-{machine}"
+    src.mkdir()
+    (tmp_path / "q.c").write_text("__declspec(dllexport) int qsum(int n){return n;}\n")
+    dll = src / "libqsum.dll"
+    subprocess.run(["x86_64-w64-mingw32-gcc", "-shared", "-o", str(dll), str(tmp_path / "q.c")],
+                   check=True)
+    if machine is not None:
+        data = bytearray(dll.read_bytes())
+        pe = struct.unpack_from("<I", data, 0x3C)[0]
+        struct.pack_into("<H", data, pe + 4, machine)
+        dll.write_bytes(bytes(data))
+    return src
+
+
+def test_windows_tags_follow_the_dll_machine(tmp_path: Path) -> None:
+    code, text = package(_mingw_dll(tmp_path, 0xAA64), tmp_path / "arm")
+    assert code == 0, text
+    assert [p.name for p in (tmp_path / "arm").iterdir()] == [
+        "dllreg_lib_qsum-3.1.4-py3-none-win_arm64.whl"]
+
+
+@pytest.mark.parametrize("machine,tag", [(0xAA64, "win_amd64"), (None, "win_arm64"),
+                                         (None, "win32")], ids=["arm64-as-amd64",
+                                                                "amd64-as-arm64", "amd64-as-32"])
+def test_wrong_architecture_dll_is_refused(tmp_path: Path, machine: int | None, tag: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = package(_mingw_dll(tmp_path, machine), tmp_path / "out", "--platform", tag)
+    err = capsys.readouterr().err
+    assert code == 2 and f"platform tag {tag} does not match the libraries' architecture" in err

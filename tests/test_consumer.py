@@ -65,6 +65,13 @@ def test_insert_stub_import_position(source: str) -> None:
     assert insert_stub_import(out, "x") == out  # idempotent
 
 
+def test_an_own_first_import_of_the_stub_is_kept() -> None:
+    source = '"""Doc."""\nfrom . import _dlls\nimport ctypes\n'
+    assert insert_stub_import(source, "x") == source
+    late = '"""Doc."""\nimport ctypes\nfrom . import _dlls\n'  # not first: dllreg's goes first
+    assert insert_stub_import(late, "x").splitlines()[1] == IMPORT_LINE.strip()
+
+
 def test_insert_refuses_statement_sharing_the_docstring_line() -> None:
     with pytest.raises(BuildError, match="separate lines"):
         insert_stub_import('"""d"""; import os\n', "x/__init__.py")

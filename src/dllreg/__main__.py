@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--path", action="append", default=[],
                        help="search this site directory first (repeatable)")
 
+    ins = sub.add_parser("inspect", help="what a .so/.dll/.pyd/.dylib or a wheel's binaries need")
+    ins.add_argument("path", type=Path, help="a shared library or a wheel")
+    ins.add_argument("--json", action="store_true")
+
     st = sub.add_parser("stub", help="write _dlls.py into a package (for your own backend)")
     st.add_argument("--package", required=True, help="dotted name, e.g. mypkg")
     st.add_argument("--requires", action="append", required=True)
@@ -252,8 +256,20 @@ def _stub(a: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _inspect(a: argparse.Namespace, out: TextIO) -> int:
+    from .inspect import inspect_path, render_text, to_json
+
+    report = inspect_path(a.path)
+    if a.json:
+        json.dump({"format": JSON_FORMAT, **to_json(report)}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_text(report))
+    return report.exit_code
+
+
 _COMMANDS = {"package-lib": _package_lib, "pkg-config": _pkg_config, "list": _list,
-             "show": _show, "check": _check, "stub": _stub}
+             "show": _show, "check": _check, "stub": _stub, "inspect": _inspect}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -18,7 +18,7 @@ from . import __version__
 from .errors import BuildError, DllregError
 from .names import NativeRequirement
 from .registry import CONSUMER_RECORD
-from .stub import IMPORT_LINE, STUB_FILE, render_stub
+from .stub import IMPORT_LINE, STUB_FILE, STUB_MODULE, render_stub
 from .wheelfile import WheelWriter, open_wheel, read_member, safe_members
 
 _EXT = re.compile(r"\.(so|pyd)$|\.(cpython|abi3|pypy)[^/]*\.so$")
@@ -95,6 +95,10 @@ def insert_stub_import(source: str, origin: str) -> str:
     while keep < len(body) and isinstance(body[keep], ast.ImportFrom) \
             and getattr(body[keep], "module", None) == "__future__":
         keep += 1
+    first = body[keep] if keep < len(body) else None
+    if isinstance(first, ast.ImportFrom) and first.level == 1 and first.module is None and \
+            any(alias.name == STUB_MODULE and alias.asname is None for alias in first.names):
+        return source  # the package already imports its stub first, in its own words
     lines = source.splitlines(keepends=True)
     if keep == 0:
         at = 0

@@ -1,0 +1,459 @@
+"""``inspect``: what a shared library or a wheel's binaries need, and what provides each need.
+
+The core is pure (bytes and member lists in, frozen dataclasses out); ``inspect_path`` is the file
+and zip edge; ``render_text`` and ``to_json`` shape a Report. docs/inspect.md is the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from .binary import BinaryError
+from .binary.elf import ELFError, is_elf, read_elf
+from .binary.macho import MachOError, is_macho, read_macho
+from .binary.pe import is_pe
+from .errors import DllregError, WheelError
+from .names import REGISTRY_DIR
+from .wheelfile import open_wheel, read_member, safe_members
+
+#: How a need is met. A lone file has no wheel around it, so it says "other" instead of "missing".
+CATEGORIES = ("vendored", "registry", "python", "system", "missing", "other")
+_FORMATS = {"elf": "ELF", "pe": "PE", "macho": "Mach-O"}
+_ELF_SYSTEM_NAMES = (  # auditwheel's manylinux policies all allow these
+    "libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1 libresolv.so.2 libnsl.so.1"
+    " libanl.so.1 libgcc_s.so.1 libstdc++.so.6 libatomic.so.1 libz.so.1 libexpat.so.1 libX11.so.6"
+    " libXext.so.6 libXrender.so.1 libICE.so.6 libSM.so.6 libGL.so.1 libgobject-2.0.so.0"
+    " libgthread-2.0.so.0 libglib-2.0.so.0")
+_ELF_SYSTEM = frozenset(_ELF_SYSTEM_NAMES.split())
+_ELF_LOADER = re.compile(r"(ld-linux[\w.-]*|ld64|ld-musl-[\w-]+|libc\.musl-[\w-]+|linux-vdso)\.so\.\d$")
+_WIN_SYSTEM_NAMES = (
+    "kernel32 kernelbase ntdll user32 gdi32 gdiplus advapi32 shell32 shlwapi ole32 oleaut32 ws2_32 wsock32"
+    " mswsock msvcrt ucrtbase bcrypt ncrypt crypt32 cryptbase secur32 sspicli comdlg32 comctl32 version"
+    " winmm iphlpapi dbghelp psapi setupapi cfgmgr32 userenv rpcrt4 imm32 opengl32 glu32 d2d1 d3d9 d3d11"
+    " d3d12 dxgi dwrite dwmapi uxtheme usp10 msimg32 mpr netapi32 powrprof wtsapi32 normaliz wininet"
+    " winhttp wldap32 dnsapi shcore propsys windowscodecs authz credui hid avrt mfplat mscoree oleacc"
+    " dbgeng winspool.drv")
+_WIN_SYSTEM = frozenset(_WIN_SYSTEM_NAMES.split())
+_MSVC_RUNTIME = re.compile(r"(vcruntime140(_1|_threads)?|msvcp140(_\w+)?|concrt140|vcomp140)\.dll$")
+_PYTHON = re.compile(r"(lib)?python3(\.?\d+)?[dmu_]*\.(dll|dylib|so(\.[\d.]+)?)$|python$")
+_LIBRARY_NAME = re.compile(r"\.(so(\.\d+)*|dll|pyd|dylib)$")
+_ARCH_OF = {"win_amd64": "x86_64", "win32": "i386", "i686": "i386", "win_arm64": "arm64",
+            "powerpc64le": "ppc64le", "armv7l": "arm"}
+_SUFFIX_ARCH = re.compile(r"\.cp\d+-(win_amd64|win32|win_arm64)\.pyd$"
+                          r"|\.cpython-\d+\w*-(\w+)-linux-(gnu|musl)")
+_PATCH = re.compile(r"# start delvewheel patch.*?# end delvewheel patch", re.S)  # CRLF in numpy's
+_PATCH_VERSION = re.compile(r"_delvewheel_patch_(\d+(?:_\d+)*)")
+_READ_ERRORS = (OSError, EOFError, RuntimeError, NotImplementedError, ValueError, zlib.error,
+                zipfile.BadZipFile, DllregError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    name: str  # as the binary spells it
+    category: str  # one of CATEGORIES
+    delayed: bool = False  # a PE delay import
+    via: str | None = None  # rpath, inherited-rpath, same-dir, libs-dir, loader_path, registry
+    member: str | None = None  # the wheel member that meets it
+    library: str | None = None  # the registry library that provides it
+
+
+@dataclasses.dataclass(frozen=True)
+class Binary:
+    path: str  # as given, or the wheel member
+    size: int
+    format: str  # "elf" | "pe" | "macho"
+    arch: str
+    arches: tuple[str, ...]  # every slice of a fat Mach-O file, else (arch,)
+    bits: int
+    kind: str  # "library", "executable", "bundle", "object"
+    name: str | None  # runtime name: ELF SONAME, PE file name, Mach-O install name
+    export_name: str | None  # PE export-directory name, when it differs from the file name
+    needed: tuple[str, ...]
+    delay_needed: tuple[str, ...]  # PE delay imports
+    rpath: tuple[str, ...]  # ELF DT_RPATH, Mach-O LC_RPATH
+    runpath: tuple[str, ...]  # ELF DT_RUNPATH
+    min_os: str | None = None  # Mach-O deployment target
+    needs: tuple[Need, ...] = ()  # needed then delay_needed, resolved
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A wheel member as the edge read it: a binary, an unreadable one, or an __init__.py's text."""
+
+    path: str
+    size: int
+    binary: Binary | None = None
+    error: str | None = None
+    text: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WheelFacts:
+    name: str
+    version: str
+    platforms: tuple[str, ...]
+    tool: str | None  # "auditwheel" | "delvewheel" | "delocate" | None
+    libs_dirs: tuple[str, ...]  # <dist>.libs, .../.dylibs
+    patch_file: str | None  # the file holding a delvewheel patch
+    patch_version: str | None
+    vendored: tuple[tuple[str, int], ...]  # (member, size)
+
+    @property
+    def vendored_bytes(self) -> int:
+        return sum(size for _, size in self.vendored)
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    path: str
+    binaries: tuple[Binary, ...]
+    wheel: WheelFacts | None = None
+    errors: tuple[str, ...] = ()  # unreadable members; binaries of the wrong format or architecture
+    warnings: tuple[str, ...] = ()  # rpaths that leave the package
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+# --- one binary --------------------------------------------------------------------------------
+
+
+def inspect_binary(data: bytes, origin: str) -> Binary:
+    """The facts of one ELF, PE or Mach-O file; BinaryError names *origin* and the problem."""
+    base = posixpath.basename(origin.replace("\\", "/"))
+    try:
+        if is_elf(data):
+            e = read_elf(data)
+            e_type = struct.unpack_from("<H" if data[5] == 1 else ">H", data, 16)[0]
+            return Binary(origin, len(data), "elf", e.machine, (e.machine,), e.bits,
+                          {1: "object", 2: "executable"}.get(e_type, "library"), e.soname, None,
+                          e.needed, (), e.rpath, e.runpath)
+        if data[:2] == b"MZ":
+            from .binary.pe import PEError, read_pe  # pefile is imported only for PE files
+
+            try:
+                p = read_pe(data)
+            except PEError as exc:
+                raise BinaryError(f"{origin}: {exc}") from None
+            export = p.dll_name if p.dll_name and p.dll_name.lower() != base.lower() else None
+            return Binary(origin, len(data), "pe", p.machine, (p.machine,), p.bits,
+                          "library" if p.is_dll else "executable", base, export, p.imports,
+                          p.delay_imports, (), ())
+        if is_macho(data):
+            arches = read_macho(data).arches
+            a = arches[0]
+            kind = {"dylib": "library", "execute": "executable"}.get(a.filetype, a.filetype)
+            return Binary(origin, len(data), "macho", a.arch, tuple(x.arch for x in arches), a.bits,
+                          kind, a.install_name, None, a.needed, (), a.rpaths, (), a.min_os)
+    except (ELFError, MachOError, struct.error) as exc:
+        raise BinaryError(f"{origin}: {exc}") from None
+    what = "empty file" if not data else f"starts with {data[:8]!r}"
+    raise BinaryError(f"{origin}: not an ELF, PE or Mach-O file ({what})")
+
+
+def _classify(b: Binary, need: str, registry: Mapping[str, str]) -> tuple[str, str | None]:
+    """(category, registry library) of a need that no file of the wheel meets."""
+    lib = registry.get(need) or (registry.get(need.lower()) if b.format == "pe" else None)
+    base = posixpath.basename(need).lower()
+    if lib or _PYTHON.match(base) or "Python.framework/" in need:
+        return ("registry", lib) if lib else ("python", None)
+    if b.format == "elf":
+        system = need in _ELF_SYSTEM or bool(_ELF_LOADER.match(need))
+    elif b.format == "pe":
+        system = (base.startswith(("api-ms-win-", "ext-ms-")) or bool(_MSVC_RUNTIME.match(base))
+                  or (base[:-4] if base.endswith(".dll") else base) in _WIN_SYSTEM)
+    else:
+        system = need.startswith(("/usr/lib/", "/System/Library/"))
+    return ("system" if system else "missing"), None
+
+
+def _name_problem(b: Binary) -> str | None:
+    base = posixpath.basename(b.path.replace("\\", "/")).lower()
+    fmt = "pe" if base.endswith((".dll", ".pyd", ".exe")) else "macho" if base.endswith(".dylib") else None
+    if fmt and b.format != fmt:
+        return f"{b.path}: an {_FORMATS[b.format]} file with a {_FORMATS[fmt]} name"
+    m = _SUFFIX_ARCH.search(base)
+    tag = m and (m.group(1) or m.group(2))
+    if tag and _ARCH_OF.get(tag, tag) not in b.arches:
+        return f"{b.path}: {'+'.join(b.arches)} binary, but its name is for {_ARCH_OF.get(tag, tag)}"
+    return None
+
+
+def _rpath_warnings(b: Binary) -> list[str]:
+    tag = "LC_RPATH" if b.format == "macho" else "RPATH"
+    return [f"{b.path}: {label} {entry} leaves the package (a directory of the build machine?)"
+            for label, entries in ((tag, b.rpath), ("RUNPATH", b.runpath)) for entry in entries
+            if not entry.startswith(("$ORIGIN", "${ORIGIN}", "@loader_path", "@executable_path"))]
+
+
+def inspect_file(b: Binary, registry: Mapping[str, str]) -> Report:
+    """A lone binary: its needs classified without a wheel around it."""
+    needs = [Need(n, "other" if cat == "missing" else cat, delayed, library=lib)
+             for delayed, names in ((False, b.needed), (True, b.delay_needed)) for n in names
+             for cat, lib in [_classify(b, n, registry)]]
+    problem = _name_problem(b)
+    return Report(b.path, (dataclasses.replace(b, needs=tuple(needs)),),
+                  errors=(problem,) if problem else (), warnings=tuple(_rpath_warnings(b)))
+
+
+# --- a wheel -----------------------------------------------------------------------------------
+
+
+def _installed(path: str) -> str:
+    """Where a member lands relative to site-packages: <dist>.data/{pure,plat}lib/ is stripped."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[0].endswith(".data") and parts[1] in ("purelib", "platlib"):
+        return "/".join(parts[2:])
+    return path
+
+
+def _relative_dirs(where: str, entries: Sequence[str], tokens: tuple[str, ...]) -> list[str]:
+    """The rpath entries that start with one of *tokens* ($ORIGIN, @loader_path), as wheel dirs."""
+    out = []
+    for entry in entries:
+        rest = next((entry[len(t):] for t in tokens if entry.startswith(t)), None)
+        if rest is not None:
+            path = posixpath.normpath(posixpath.join(posixpath.dirname(where), "./" + rest))
+            out += [] if (path + "/").startswith("../") else [path]  # above site-packages: not ours
+    return out
+
+
+def _platform_specs(platforms: Sequence[str]) -> list[tuple[str, frozenset[str]]]:
+    specs = []
+    for p in platforms:
+        linux = re.match(r"(?:many|musl)?linux(?:\d+|_\d+_\d+)?_(\w+)$", p)
+        mac = re.match(r"macosx_\d+_\d+_(\w+)$", p)
+        if p.startswith("win"):
+            specs.append(("pe", frozenset({_ARCH_OF.get(p, p)})))
+        elif linux:
+            specs.append(("elf", frozenset({_ARCH_OF.get(linux[1], linux[1])})))
+        elif mac:
+            specs.append(("macho", frozenset({"universal2": {"x86_64", "arm64"}, "intel": {"x86_64"}}.get(
+                mac[1], {mac[1]}))))
+    return specs
+
+
+def inspect_wheel_members(filename: str, members: Sequence[Member], registry: Mapping[str, str]) -> Report:
+    """Resolve every need of every binary member of the wheel *filename*."""
+    try:
+        name, version, _, tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
+        raise WheelError(f"{filename}: {exc}") from None
+    platforms = tuple(sorted({t.platform for t in tags}))
+    binaries = {_installed(m.path): m.binary for m in members if m.binary}
+    member_of = {_installed(m.path): m for m in members if m.binary}
+    folded = {p.lower(): p for p in binaries}
+    libs_dirs = sorted({p.split("/")[0] for p in binaries if p.split("/")[0].endswith(".libs")}
+                       - {REGISTRY_DIR} | {posixpath.dirname(p) for p in binaries if "/.dylibs/" in "/" + p})
+    own_registry = {key: p for p, b in binaries.items() if p.startswith(REGISTRY_DIR + "/")
+                    for key in (b.name or posixpath.basename(p), posixpath.basename(p).lower())}
+    inherited: dict[str, list[str]] = {p: [] for p in binaries}  # DT_RPATHs of the ELF loading chain
+
+    def locate(p: str, b: Binary, need: str) -> tuple[str, str] | None:
+        """(installed path, how) of the wheel file the loader would take for *need*, if any."""
+        here = posixpath.dirname(p)
+        if b.format == "elf":
+            dirs = [(d, "rpath") for d in _relative_dirs(p, b.runpath or b.rpath, ("$ORIGIN", "${ORIGIN}"))]
+            dirs += [] if b.runpath else [(d, "inherited-rpath") for d in inherited[p]]
+        elif b.format == "pe":  # CPython: the DLL's own directory, then delvewheel's add_dll_directory
+            dirs = [(here, "same-dir")] + [(d, "libs-dir") for d in libs_dirs]
+            return next(((folded[c], via) for d, via in dirs
+                         if (c := posixpath.join(d, need).lower()) in folded), None)
+        elif need.startswith("@loader_path/"):
+            dirs, need = [(here, "loader_path")], need[len("@loader_path/"):]
+        elif need.startswith("@rpath/"):
+            dirs = [(d, "rpath") for d in _relative_dirs(p, b.rpath, ("@loader_path",))]
+            need = need[len("@rpath/"):]
+        else:
+            return None
+        return next(((c, via) for d, via in dirs if (c := posixpath.normpath(posixpath.join(d, need)))
+                     in binaries), None)
+
+    for _ in range(len(binaries)):  # glibc: a DT_RPATH also serves the objects it loads, and theirs
+        changed = False
+        for p, b in binaries.items():
+            passed = [] if b.format != "elf" or b.runpath else [
+                *_relative_dirs(p, b.rpath, ("$ORIGIN", "${ORIGIN}")), *inherited[p]]
+            for found in filter(None, (locate(p, b, n) for n in b.needed if passed)):
+                target = found[0]
+                new = [] if binaries[target].runpath else [d for d in passed if d not in inherited[target]]
+                inherited[target] += new
+                changed = changed or bool(new)
+        if not changed:
+            break
+
+    resolved, errors, warnings, targets = [], [], [], set()
+    specs = _platform_specs(platforms)
+    for m in members:
+        errors += [m.error] if m.error else []
+        if not m.binary:
+            continue
+        p, b, needs = _installed(m.path), m.binary, []
+        for delayed, names in ((False, b.needed), (True, b.delay_needed)):
+            for n in names:
+                hit = locate(p, b, n)
+                own = own_registry.get(n) or own_registry.get(n.lower())
+                if hit and not hit[0].startswith(REGISTRY_DIR + "/"):
+                    targets.add(hit[0])
+                    needs.append(Need(n, "vendored", delayed, hit[1], member_of[hit[0]].path))
+                elif hit or own:
+                    where = hit[0] if hit else str(own)
+                    needs.append(Need(n, "registry", delayed, hit[1] if hit else "registry",
+                                      member_of[where].path, where.split("/")[1]))
+                else:
+                    category, lib = _classify(b, n, registry)
+                    needs.append(Need(n, category, delayed, "registry" if lib else None, library=lib))
+        resolved.append(dataclasses.replace(b, needs=tuple(needs)))
+        problem = _name_problem(b)
+        if not problem and specs and not any(b.format == f and a <= set(b.arches) for f, a in specs):
+            problem = (f"{b.path}: {_FORMATS[b.format]} {'+'.join(b.arches)} binary in a "
+                       f"{'/'.join(platforms)} wheel")
+        errors += [problem] if problem else []
+        warnings += _rpath_warnings(b)
+
+    vendored = tuple(sorted((member_of[p].path, member_of[p].size) for p in binaries
+                            if p in targets or any(p.startswith(d + "/") for d in libs_dirs)))
+    patch = next(((m.path, mark[0]) for m in members if m.text and (mark := _PATCH.search(m.text))), None)
+    patch_version = patch and _PATCH_VERSION.search(patch[1])
+    formats = {binaries[p].format for p in binaries if any(p.startswith(d + "/") for d in libs_dirs)}
+    tool = ("delocate" if any(d.endswith(".dylibs") for d in libs_dirs) else "delvewheel"
+            if patch or "pe" in formats else "auditwheel" if "elf" in formats else None)
+    facts = WheelFacts(str(name), str(version), platforms, tool, tuple(libs_dirs), patch and patch[0],
+                       patch_version[1].replace("_", ".") if patch_version else None, vendored)
+    return Report(filename, tuple(resolved), facts, tuple(errors), tuple(warnings))
+
+
+# --- the edge: files, zips and the installed registry ---------------------------------------------
+
+
+def installed_runtime_names() -> dict[str, str]:
+    """Runtime name (SONAME, DLL name also lowercased, install name) -> installed registry library."""
+    from .registry import installed_libraries, site_dirs
+
+    out: dict[str, str] = {}
+    for lib in installed_libraries(site_dirs())[0]:  # search order: the first copy wins
+        for f in lib.manifest.libraries:
+            for key in {f.soname, f.soname.lower() if f.soname.lower().endswith(".dll") else f.soname}:
+                out.setdefault(key, lib.manifest.name)
+    return out
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> Member:
+    path, size = info.filename, info.file_size
+    try:
+        with zf.open(info) as f:
+            head = f.read(4)
+        named = bool(_LIBRARY_NAME.search(path.lower()))
+        if named or is_elf(head) or head[:2] == b"MZ" or head[:3] == b"\xca\xfe\xba" or is_macho(head):
+            data = read_member(zf, info, origin)
+            if named or is_elf(data) or is_pe(data) or is_macho(data):  # not a Java class file...
+                return Member(path, size, binary=inspect_binary(data, path))
+        elif posixpath.basename(path) == "__init__.py":
+            return Member(path, size, text=read_member(zf, info, origin).decode("utf-8", "replace"))
+    except BinaryError as exc:
+        return Member(path, size, error=str(exc))
+    except _READ_ERRORS as exc:
+        return Member(path, size, error=f"{path}: unreadable member ({exc})")
+    return Member(path, size)
+
+
+def inspect_path(path: Path, registry: Mapping[str, str] | None = None) -> Report:
+    """Inspect a wheel (by its .whl suffix) or a single ELF / PE / Mach-O file."""
+    names = installed_runtime_names() if registry is None else registry
+    if path.suffix.lower() == ".whl":
+        try:
+            parse_wheel_filename(path.name)
+        except InvalidWheelFilename as exc:
+            raise WheelError(f"{path}: {exc}") from None
+        with open_wheel(path) as zf:
+            members = [_read_member(zf, i, str(path)) for i in safe_members(zf, str(path)) if not i.is_dir()]
+        return inspect_wheel_members(path.name, members, names)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BinaryError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return inspect_file(inspect_binary(data, str(path)), names)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The document of docs/inspect.md without its "format" key, which the CLI adds."""
+    w = report.wheel
+    wheel = w and {**dataclasses.asdict(w), "vendored": [{"path": p, "size": s} for p, s in w.vendored],
+                   "vendored_bytes": w.vendored_bytes}
+    return {"path": report.path, "type": "wheel" if w else "file", "wheel": wheel,
+            "binaries": [dataclasses.asdict(b) for b in report.binaries],
+            "errors": list(report.errors), "warnings": list(report.warnings)}
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def _label(n: Need) -> str:
+    return n.name + (" (delay)" if n.delayed else "") + (f" [{n.library}]" if n.library else "")
+
+
+def _binary_text(b: Binary) -> list[str]:
+    lines = [f"{b.path}: {_FORMATS[b.format]} {'+'.join(b.arches)} {b.bits}-bit {b.kind}, {_mb(b.size)}",
+             f"  name: {b.name or '-'}" + (f" (export directory: {b.export_name})" if b.export_name else "")]
+    paths = (("rpath", ":".join(b.rpath)), ("runpath", ":".join(b.runpath)), ("min os", b.min_os))
+    lines += [f"  {label}: {value}" for label, value in paths if value]
+    width = max((len(_label(n)) for n in b.needs), default=0)
+    lines.append(f"  needs ({len(b.needs)}):" if b.needs else "  needs: nothing")
+    return lines + [f"    {_label(n).ljust(width)}  {n.category}" for n in b.needs]
+
+
+def _wheel_text(r: Report, w: WheelFacts) -> list[str]:
+    formats = sorted({f"{_FORMATS[b.format]} {'+'.join(b.arches)}" for b in r.binaries})
+    lines = [f"{r.path}: {w.name} {w.version} ({', '.join(w.platforms)}), "
+             f"{len(r.binaries)} binar{'y' if len(r.binaries) == 1 else 'ies'} ({', '.join(formats) or '-'})",
+             f"  vendoring: {w.tool or 'none'}" + (f"; patch in {w.patch_file}" if w.patch_file else "")
+             + (f" (delvewheel {w.patch_version})" if w.patch_version else "")]
+    if w.vendored:
+        count = f"{len(w.vendored)} {'library' if len(w.vendored) == 1 else 'libraries'}"
+        lines.append(f"  vendored: {count}, {_mb(w.vendored_bytes)} ({w.vendored_bytes:,} bytes) "
+                     f"in {', '.join(w.libs_dirs) or '-'}")
+        exports = {b.path: b.export_name for b in r.binaries if b.export_name}
+        lines += [f"    {_mb(s):>8}  {p}" + (f" (export directory: {exports[p]})" if p in exports else "")
+                  for p, s in w.vendored]
+    groups: dict[tuple[tuple[int, str], ...], list[str]] = {}
+    system: dict[str, int] = {}
+    for b in r.binaries:
+        key = tuple(sorted((CATEGORIES.index(n.category), _label(n))
+                           for n in b.needs if n.category != "system"))
+        groups.setdefault(key, []).append(b.path)
+        for n in b.needs:
+            system[n.name] = system.get(n.name, 0) + (n.category == "system")
+    lines += ["  binaries grouped by what they need besides system libraries:"] if groups else []
+    for key, paths in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        cats = {c: ", ".join(text for i, text in key if CATEGORIES[i] == c) for c in CATEGORIES}
+        lines.append(f"    {len(paths)} x " + ("; ".join(f"{c}: {t}" for c, t in cats.items() if t)
+                                              or "system libraries only"))
+        lines += [f"        {p}" for p in paths[:3]]
+        lines += [f"        ... and {len(paths) - 3} more"] if len(paths) > 3 else []
+    api = [n for n in system if system[n] and n.lower().startswith(("api-ms-win-", "ext-ms-"))]
+    shown = [f"{n} ({system[n]})" for n in sorted(system, key=str.lower) if system[n] and n not in api]
+    lines.append("  system libraries (binaries needing them): "
+                 + (", ".join(shown + [f"api-ms-win-* ({len(api)} sets)"] * bool(api)) or "none"))
+    missing = sorted({n.name for b in r.binaries for n in b.needs if n.category == "missing"})
+    return [*lines, "  missing: " + (", ".join(missing) or "none")]
+
+
+def render_text(report: Report) -> str:
+    lines = _binary_text(report.binaries[0]) if report.wheel is None else _wheel_text(report, report.wheel)
+    lines += [f"  error: {e}" for e in report.errors] + [f"  warning: {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"

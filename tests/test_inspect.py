@@ -29,9 +29,8 @@ from dllreg.inspect import (
     inspect_file,
     inspect_path,
     inspect_wheel_members,
-    render_text,
-    to_json,
 )
+from dllreg.inspect_output import render_text, to_json
 
 needs_gcc = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
 MINGW = "x86_64-w64-mingw32-gcc"

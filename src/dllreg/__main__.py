@@ -257,7 +257,8 @@ def _stub(a: argparse.Namespace, out: TextIO) -> int:
 
 
 def _inspect(a: argparse.Namespace, out: TextIO) -> int:
-    from .inspect import inspect_path, render_text, to_json
+    from .inspect import inspect_path
+    from .inspect_output import render_text, to_json
 
     report = inspect_path(a.path)
     if a.json:

@@ -18,8 +18,10 @@ from .errors import DllregError, ManifestError
 from .manifest import MANIFEST_NAME, Manifest
 from .names import REGISTRY_DIR, NativeRequirement
 
-#: File in a consumer's ``.dist-info`` recording its native requirements (docs/pyproject.md).
+#: File in a consumer's ``.dist-info`` recording its native requirements (docs/pyproject.md);
+#: hatchling's build hook can only place it under ``extra_metadata/``.
 CONSUMER_RECORD = "dllreg.json"
+_RECORD_PLACES = (CONSUMER_RECORD, f"extra_metadata/{CONSUMER_RECORD}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +100,15 @@ def find_library(name: str, dirs: Sequence[Path]) -> InstalledLibrary | None:
     return None
 
 
+def _consumer_record_path(dist_info: Path) -> Path | None:
+    for place in _RECORD_PLACES:
+        if (dist_info / place).is_file():
+            return dist_info / place
+    return None
+
+
 def read_consumer_record(dist_info: Path) -> tuple[NativeRequirement, ...]:
-    path = dist_info / CONSUMER_RECORD
+    path = _consumer_record_path(dist_info) or dist_info / CONSUMER_RECORD
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return tuple(NativeRequirement.parse(r) for r in data["requires"])
@@ -120,7 +129,7 @@ def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[Dllr
             if not entry.endswith(".dist-info"):
                 continue
             dist_info = site / entry
-            if not (dist_info / CONSUMER_RECORD).is_file():
+            if _consumer_record_path(dist_info) is None:
                 continue
             name, _, version = entry[: -len(".dist-info")].partition("-")
             if name.lower() in seen:  # shadowed by an earlier site dir, as for imports

@@ -229,7 +229,20 @@ def test_sdist_round_trip_has_no_stub(tmp_path: Path, built: Path, wheelhouse: P
     with tarfile.open(next((tmp_path / "dist").glob("*.tar.gz"))) as tf:
         assert not [n for n in tf.getnames() if n.endswith("_dlls.py")]
     with zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))) as zf:
-        assert "qsd/_dlls.py" in zf.namelist()
+        from_sdist = {n: zf.read(n) for n in zf.namelist()}
+    assert "qsd/_dlls.py" in from_sdist
+    # A direct wheel build of the same tree gives the same members, and the same bytes for
+    # everything but the compiled extension (its debug info holds the build directory).
+    direct_out = tmp_path / "direct"
+    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "-o", str(direct_out), str(proj)],
+                       capture_output=True, text=True,
+                       env={**os.environ, "PIP_FIND_LINKS": f"{built} {wheelhouse}"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    with zipfile.ZipFile(next(direct_out.glob("*.whl"))) as zf:
+        direct = {n: zf.read(n) for n in zf.namelist()}
+    assert sorted(direct) == sorted(from_sdist)
+    differ = [n for n in direct if direct[n] != from_sdist[n]]
+    assert all(n.endswith((".so", "/RECORD")) for n in differ), differ
 
 
 def test_editable_install(tmp_path: Path, built: Path, make_venv) -> None:  # type: ignore[no-untyped-def]

@@ -58,3 +58,21 @@ def test_in_tree_backend_path(tmp_path: Path) -> None:
     (tmp_path / "_be" / "my_inner_backend.py").write_text("MARK = 1\n")
     c = parse_config(cfg(backend="my_inner_backend", **{"backend-path": ["_be"]}))
     assert import_backend(c, tmp_path).MARK == 1
+
+
+@pytest.mark.parametrize("inner_has_hook", [True, False])
+def test_optional_prepare_hook_follows_the_inner_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         inner_has_hook: bool) -> None:
+    import dllreg.build
+
+    name = f"inner_{inner_has_hook}"
+    (tmp_path / "_be").mkdir()
+    hook = "def prepare_metadata_for_build_wheel(d, c=None): return 'x'\n" if inner_has_hook else ""
+    (tmp_path / "_be" / f"{name}.py").write_text("def build_wheel(d, c=None, m=None): return ''\n" + hook)
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.dllreg]\nbackend = "{name}"\nbackend-path = ["_be"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    # Frontends (pyproject_hooks) probe with getattr and fall back to one wheel build.
+    assert hasattr(dllreg.build, "prepare_metadata_for_build_wheel") is inner_has_hook
+    assert not hasattr(dllreg.build, "prepare_metadata_for_build_editable")

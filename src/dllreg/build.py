@@ -54,9 +54,11 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def _pkgconfig_env(requires: Sequence[NativeRequirement]) -> dict[str, str]:
-    """PKG_CONFIG_PATH with each required library's pkg-config directory in front."""
+    """PKG_CONFIG_PATH with each required library's pkg-config directory in front, and
+    CMAKE_PREFIX_PATH with each library directory (its lib/cmake/NAME config) in front."""
     dirs = site_dirs()
     pc_dirs = []
+    prefixes = []
     for req in requires:
         lib = find_library(req.name, dirs)
         if lib is None:
@@ -71,10 +73,14 @@ def _pkgconfig_env(requires: Sequence[NativeRequirement]) -> dict[str, str]:
                 f"({lib.directory}) does not satisfy {req}; run: pip install "
                 f"\"{req.dist_requirement}\""
             )
+        prefixes.append(str(lib.directory))
         if lib.manifest.pkgconfig:
             pc_dirs.append(str(lib.file_path(lib.manifest.pkgconfig).parent))
     existing = os.environ.get("PKG_CONFIG_PATH")
-    return {"PKG_CONFIG_PATH": os.pathsep.join(pc_dirs + ([existing] if existing else []))}
+    cmake = os.environ.get("CMAKE_PREFIX_PATH")
+    return {"PKG_CONFIG_PATH": os.pathsep.join(pc_dirs + ([existing] if existing else [])),
+            # find_package(NAME CONFIG) finds <libdir>/lib/cmake/NAME/NAME-config.cmake
+            "CMAKE_PREFIX_PATH": os.pathsep.join(prefixes + ([cmake] if cmake else []))}
 
 
 def _requires_hook(hook: str, config_settings: dict[str, Any] | None, libs: bool) -> list[str]:
@@ -109,36 +115,37 @@ def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement]) 
     (directory / CONSUMER_RECORD).write_text(consumer_record(requires, []), encoding="utf-8")
 
 
-def _prepare(hook: str, build_hook: str, metadata_directory: str,
-             config_settings: dict[str, Any] | None) -> str:
+def _prepare(hook: str, metadata_directory: str, config_settings: dict[str, Any] | None) -> str:
     config, backend = _setup()
-    inner = getattr(backend, hook, None)
     with _env(**_pkgconfig_env(config.active_requires())):
-        if inner is not None:
-            name = str(inner(metadata_directory, config_settings))
-        else:  # the inner backend has no such hook: build the wheel and take its dist-info
-            with tempfile.TemporaryDirectory() as tmp:
-                wheel = getattr(backend, build_hook)(tmp, config_settings)
-                with zipfile.ZipFile(Path(tmp, wheel)) as zf:
-                    dist_info = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
-                    name = dist_info[0].split("/", 1)[0]
-                    for member in zf.namelist():
-                        if member.startswith(name + "/") and not member.endswith("/RECORD"):
-                            zf.extract(member, metadata_directory)
+        name = str(getattr(backend, hook)(metadata_directory, config_settings))
     _patch_metadata_dir(Path(metadata_directory, name), config.requires)
     return name
 
 
-def prepare_metadata_for_build_wheel(metadata_directory: str,
-                                     config_settings: dict[str, Any] | None = None) -> str:
-    return _prepare("prepare_metadata_for_build_wheel", "build_wheel", metadata_directory,
-                    config_settings)
+def _prepare_metadata_for_build_wheel(metadata_directory: str,
+                                      config_settings: dict[str, Any] | None = None) -> str:
+    return _prepare("prepare_metadata_for_build_wheel", metadata_directory, config_settings)
 
 
-def prepare_metadata_for_build_editable(metadata_directory: str,
-                                        config_settings: dict[str, Any] | None = None) -> str:
-    return _prepare("prepare_metadata_for_build_editable", "build_editable",
-                    metadata_directory, config_settings)
+def _prepare_metadata_for_build_editable(metadata_directory: str,
+                                         config_settings: dict[str, Any] | None = None) -> str:
+    return _prepare("prepare_metadata_for_build_editable", metadata_directory, config_settings)
+
+
+_OPTIONAL = {"prepare_metadata_for_build_wheel": _prepare_metadata_for_build_wheel,
+             "prepare_metadata_for_build_editable": _prepare_metadata_for_build_editable}
+
+
+def __getattr__(name: str) -> Any:
+    """The optional PEP 517 hooks exist exactly when the inner backend has them: without one
+    (mesonpy), frontends build the wheel once and take its metadata, instead of dllreg
+    building it twice."""
+    if name in _OPTIONAL:
+        _, backend = _setup()
+        if hasattr(backend, name):
+            return _OPTIONAL[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | None) -> str:
@@ -208,5 +215,4 @@ def build_editable(wheel_directory: str, config_settings: dict[str, Any] | None 
 __all__ = [
     "build_editable", "build_sdist", "build_wheel", "get_requires_for_build_editable",
     "get_requires_for_build_sdist", "get_requires_for_build_wheel",
-    "prepare_metadata_for_build_editable", "prepare_metadata_for_build_wheel",
 ]

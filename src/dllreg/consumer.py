@@ -9,12 +9,19 @@ names and text; ``patch_wheel`` is the I/O edge.
 from __future__ import annotations
 
 import ast
+import functools
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .binary.elf import ELFError, is_elf
+from .binary.elfpatch import build_time_entry, drop_runpath
 from .errors import BuildError, DllregError
 from .names import NativeRequirement
 from .registry import CONSUMER_RECORD
@@ -136,6 +143,36 @@ def consumer_record(requires: Sequence[NativeRequirement], stubs: Sequence[str])
     }, indent=2) + "\n"
 
 
+def _build_time_filter() -> Callable[[str], bool]:
+    """Which RPATH/RUNPATH entries point at build-time locations, judged on this machine:
+    the temp dir (isolated build environments) and a build venv; the interpreter's own
+    libdir stays (FINDINGS: this CPython adds it to every extension)."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    roots = [tempfile.gettempdir()] + ([sys.prefix] if sys.prefix != sys.base_prefix else [])
+    return functools.partial(
+        build_time_entry, keep=[libdir] if isinstance(libdir, str) else [],
+        build_roots=sorted({*roots, *map(os.path.realpath, roots)}), exists=os.path.isdir)
+
+
+def _clean_runpaths(wheel: str, members: dict[str, bytes]) -> dict[str, bytes]:
+    """ELF members with build-time RUNPATH entries removed (meson-python keeps the -L
+    directory of a pkg-config dependency: the registry inside a vanished build env)."""
+    drop = _build_time_filter()
+    out = {}
+    for name, content in members.items():
+        if not is_elf(content):
+            continue
+        try:
+            patched = drop_runpath(content, drop)
+        except ELFError as exc:
+            if _EXT.search(name):
+                raise BuildError(f"{wheel}: {name}: cannot clean its RUNPATH: {exc}") from None
+            continue  # an ELF-looking data file the loader never sees
+        if patched is not None:
+            out[name] = patched
+    return out
+
+
 def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
                 active: Sequence[NativeRequirement], *, with_stubs: bool = True) -> Path:
     """Write the consumer wheel for ``src`` into ``dst_dir`` (same file name).
@@ -177,6 +214,7 @@ def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
     meta = f"{dist_info}/METADATA"
     changes[meta] = patch_metadata(data[meta].decode("utf-8"), requires).encode("utf-8")
     changes[f"{dist_info}/{CONSUMER_RECORD}"] = consumer_record(requires, stubs).encode()
+    changes.update(_clean_runpaths(src.name, {n: data[n] for n in names if n not in changes}))
     out = dst_dir / src.name
     by_name = {i.filename: i for i in infos}
     with WheelWriter(out, dist_info) as w:

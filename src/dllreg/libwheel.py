@@ -17,6 +17,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from . import __version__
 from .binary import BinaryInfo, read_binary
+from .cmakeconfig import render_cmake_config
 from .errors import DllregError, PackageLibError
 from .manifest import MANIFEST_NAME, LibraryFile, Manifest
 from .names import REGISTRY_DIR, NativeRequirement, dist_name, library_name, parse_version
@@ -240,6 +241,7 @@ def plan_library(source: Source, name: str, version: str, *, requires: Sequence[
     files = [(lib.path, by_path[lib.path]) for lib in order]
     files += [(f"include/{h}", data) for h, data in sorted(headers)] + sorted(import_libs)
     files.append((f"lib/pkgconfig/{name}.pc", render_pc(manifest, _extra_cflags(source)).encode()))
+    files += [(p, t.encode()) for p, t in render_cmake_config(manifest, _extra_cflags(source)).items()]
     files.append((MANIFEST_NAME, manifest.to_text().encode()))
     key_of = _library_key(fmt)
     external = tuple((lib.soname, n) for lib in order for n in lib.needed

@@ -1,0 +1,4 @@
+"""A scikit-build-core consumer of the qsum library."""
+from ._q import qsum
+
+__all__ = ["qsum"]

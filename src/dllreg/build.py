@@ -177,6 +177,10 @@ def _stub_editable_sources(editable_wheel: Path, active: Sequence[NativeRequirem
                  if line.strip() and not line.startswith(("#", "import"))]
         tops = [t for n in zf.namelist() if n.endswith(".dist-info/top_level.txt")
                 for t in zf.read(n).decode().split()]
+        # Without top_level.txt (scikit-build-core), the packages the wheel itself fills
+        # (e.g. skq/_q.so) name the top-level packages, so tests/ in a flat layout is left out.
+        tops = tops or sorted({n.split("/", 1)[0] for n in zf.namelist() if "/" in n
+                               and not n.split("/", 1)[0].endswith((".dist-info", ".data"))})
     roots = [r for r in roots if r.is_absolute() and r.is_dir()]
     if not roots:
         raise BuildError(

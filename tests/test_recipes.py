@@ -15,20 +15,15 @@ import pytest
 from conftest import gcc_shared, has_gcc
 from dllreg.libwheel import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
-from dllreg.recipes import (
-    DepURL,
-    RecipeError,
-    Registry,
+from dllreg.pep725 import reconcile, requirements_from_external
+from dllreg.recipe_build import (
     check_abi,
     compatible_platforms,
     fetch_source,
-    load_registry,
-    parse_depurl,
     platform_family,
     recipe_source,
-    reconcile,
-    requirements_from_external,
 )
+from dllreg.recipes import DepURL, RecipeError, Registry, load_registry, parse_depurl
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,7 +1,8 @@
-"""Library recipes (``registry/*.toml``): validation, PEP 725 DepURLs, the ``[external]`` mapping.
+"""Library recipes (``registry/*.toml``): the schema, PEP 725 DepURLs, the registry of them.
 
 Reference: docs/registry.md. Everything here decides over plain data, except ``load_registry``
-(reads files) and ``fetch_source`` (runs pip). Every error names the file and the key.
+(reads files). Every error names the file and the key. The ``[external]`` mapping lives in
+pep725.py, building a library from a recipe's source in recipe_build.py.
 """
 
 from __future__ import annotations
@@ -9,22 +10,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import subprocess
 import sys
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import mac_platforms
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import DllregError
-from .libwheel import LibraryPlan, Source, read_source
 from .names import NativeRequirement, library_name
 
 if sys.version_info >= (3, 11):
@@ -322,238 +318,3 @@ def load_registry(directory: Path | None = None) -> Registry:
                 raise RecipeError(f"{r.path}: requires[{i}]: no recipe named {req.name!r}"
                                   + registry.hint(req.name))
     return registry
-
-
-def _marker(text: str, where: str) -> str | None:
-    if not text.strip():
-        return None
-    try:
-        return str(Marker(text))
-    except InvalidMarker as exc:
-        raise RecipeError(f"{where}: invalid environment marker {text.strip()!r} ({exc})") from None
-
-
-def _tool_requires(pyproject: dict[str, Any]) -> list[NativeRequirement]:
-    tool = pyproject.get("tool", {})
-    table = tool.get("dllreg", {}) if isinstance(tool, dict) else {}
-    raw = table.get("requires", []) if isinstance(table, dict) else []
-    return [NativeRequirement.parse(r) for r in raw] if isinstance(raw, list) else []
-
-
-def requirements_from_external(pyproject: dict[str, Any], registry: Registry, *,
-                               tool_requires: Sequence[NativeRequirement] | None = None,
-                               ignore_unknown: bool = False) -> list[NativeRequirement]:
-    """Map ``[external] host-requires`` and ``dependencies`` DepURLs to registry libraries.
-
-    A virtual DepURL resolves to the one ``[tool.dllreg] requires`` entry (``tool_requires``, by
-    default read from ``pyproject``) whose recipe provides it, else to its only provider; several
-    candidates are an error. Unknown DepURLs are an error (with a did-you-mean) unless
-    ``ignore_unknown``. A library named twice gets the intersection of the version ranges.
-    """
-    table = pyproject.get("external")
-    if table is None:
-        return []
-    if not isinstance(table, dict):
-        raise RecipeError("pyproject.toml: [external] must be a table (PEP 725)")
-    tools = list(_tool_requires(pyproject) if tool_requires is None else tool_requires)
-    merged: dict[str, NativeRequirement] = {}
-    for key in MAPPED_KEYS:
-        entries = table.get(key, [])
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            raise RecipeError(f"pyproject.toml: [external] {key}: must be a list of DepURL strings (PEP 725)")
-        for i, entry in enumerate(entries):
-            where = f"pyproject.toml: [external] {key}[{i}]"
-            text, _, marker_text = entry.partition(";")
-            try:
-                dep = parse_depurl(text.strip())
-            except RecipeError as exc:
-                raise RecipeError(f"{where}: {exc}") from None
-            req = _resolve(dep, _marker(marker_text, where), registry, tools, where, ignore_unknown)
-            if req is None:
-                continue
-            prev = merged.get(req.name)
-            if prev is not None:
-                if prev.marker != req.marker:
-                    raise RecipeError(f"{where}: {req.name} is listed again with another marker "
-                                      f"({prev.marker!r} vs {req.marker!r}); use one entry per library")
-                spec = SpecifierSet(prev.specifier) & SpecifierSet(req.specifier)
-                req = NativeRequirement(req.name, str(spec), req.marker)
-            merged[req.name] = req
-    return list(merged.values())
-
-
-def _resolve(dep: DepURL, marker: str | None, registry: Registry, tools: list[NativeRequirement],
-             where: str, ignore_unknown: bool) -> NativeRequirement | None:
-    if dep.type != "virtual":
-        recipe = registry.by_depurl(dep)
-        if recipe is None:
-            if ignore_unknown:
-                return None
-            raise RecipeError(f"{where}: no recipe in the registry has the DepURL {dep.key}"
-                              f"{registry.hint(str(dep))}")
-        return NativeRequirement(recipe.name, dep.version_spec, marker)
-    providers = {r.name for r in registry.providers(dep)}  # an interface version cannot be checked
-    if not providers:
-        if ignore_unknown:
-            return None
-        raise RecipeError(f"{where}: no recipe provides {dep.key}")
-    chosen = [t for t in tools if t.name in providers]
-    if len(chosen) == 1:
-        return NativeRequirement(chosen[0].name, chosen[0].specifier, marker)
-    if len(providers) == 1 and not chosen:
-        return NativeRequirement(providers.pop(), "", marker)
-    names = sorted(t.name for t in chosen) if chosen else sorted(providers)
-    raise RecipeError(f"{where}: {dep.key} is ambiguous: provided by {', '.join(names)}; name exactly "
-                      "one of them in [tool.dllreg] requires, or write its dep:generic/NAME DepURL")
-
-
-def reconcile(tool_requires: Sequence[NativeRequirement],
-              external_requires: Sequence[NativeRequirement]) -> list[NativeRequirement]:
-    """One list of requirements; when both are given they must name the same libraries with equal
-    version ranges and markers, else a RecipeError lists every disagreement."""
-    if not tool_requires or not external_requires:
-        return list(tool_requires or external_requires)
-    tool = {r.name: r for r in tool_requires}
-    ext = {r.name: r for r in external_requires}
-    problems = []
-    for name in sorted(tool.keys() | ext.keys()):
-        a, b = tool.get(name), ext.get(name)
-        if a is None:
-            problems.append(f"{name}: [external] requires {b}, [tool.dllreg] requires does not list it")
-        elif b is None:
-            problems.append(f"{name}: [tool.dllreg] requires lists {a}, [external] does not")
-        elif SpecifierSet(a.specifier) != SpecifierSet(b.specifier) or a.marker != b.marker:
-            problems.append(f"{name}: [tool.dllreg] requires says '{a}', [external] says '{b}'")
-    if problems:
-        raise RecipeError("pyproject.toml: [tool.dllreg] requires and [external] disagree; they must name "
-                          "the same libraries with the same versions:\n  " + "\n  ".join(problems))
-    return list(tool_requires)
-
-
-def platform_family(tag: str) -> str:
-    """``linux``, ``windows`` or ``macos`` for a wheel platform tag (the first of a ``.``-joined set)."""
-    first = tag.split(".")[0]
-    for prefix, family in (("manylinux", "linux"), ("musllinux", "linux"), ("linux", "linux"),
-                           ("win", "windows"), ("macosx", "macos")):
-        if first.startswith(prefix):
-            return family
-    raise RecipeError(f"platform tag {tag!r}: not a Linux, Windows or macOS wheel platform tag")
-
-
-def compatible_platforms(tag: str) -> list[str]:
-    """The tags pip must be given to accept every wheel that installs on ``tag`` (pip's --platform
-    does not expand manylinux_2_28 to the older manylinux tags itself)."""
-    out: list[str] = []
-    for t in tag.split("."):
-        m = re.fullmatch(r"(manylinux|musllinux)_(\d+)_(\d+)_(\w+)", t)
-        mac = re.fullmatch(r"macosx_(\d+)_(\d+)_(\w+)", t)
-        if m:
-            kind, major, minor, arch = m[1], int(m[2]), int(m[3]), m[4]
-            low = {("manylinux", 2): 5, ("musllinux", 1): 1}.get((kind, major), 0)
-            out += [f"{kind}_{major}_{n}_{arch}" for n in range(minor, low - 1, -1)]
-            if (kind, major) == ("manylinux", 2):
-                out += [f"{old}_{arch}" for n, old in ((17, "manylinux2014"), (12, "manylinux2010"),
-                                                       (5, "manylinux1")) if n <= minor]
-        elif mac:
-            out += list(mac_platforms((int(mac[1]), int(mac[2])), mac[3]))
-        else:
-            out.append(t)
-    return list(dict.fromkeys(out))
-
-
-def fetch_source(recipe: Recipe, platform_tag: str, dest: Path, *, specifier: str = "") -> Path:
-    """Download the recipe's source wheel for ``platform_tag`` with pip into ``dest``; its path."""
-    family = platform_family(platform_tag)
-    src = recipe.source_for(family)
-    req = Requirement(src.requirement)
-    if specifier:
-        req.specifier &= SpecifierSet(specifier)
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(dest)]
-    for tag in compatible_platforms(platform_tag):
-        cmd += ["--platform", tag]
-    proc = subprocess.run([*cmd, str(req)], capture_output=True, text=True)
-    lines = proc.stdout.splitlines()
-    saved = [m[1] for m in (re.match(r"\s*(?:Saved|File was already downloaded) (.+\.whl)\s*$", x)
-                            for x in lines) if m]
-    if proc.returncode != 0 or not saved:
-        why = (proc.stderr.strip().splitlines() or lines or ["no output"])[-1]
-        raise RecipeError(f"{recipe.path}: source.{family}.requirement: pip could not download {req} "
-                          f"for {platform_tag}: {why}")
-    return dest / Path(saved[-1]).name
-
-
-def _glob(pattern: str) -> re.Pattern[str]:
-    parts = re.split(r"(\*\*|\*|\?)", pattern)
-    sub = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
-    return re.compile("".join(sub.get(p, re.escape(p)) for p in parts))
-
-
-def recipe_source(recipe: Recipe, wheel: Path) -> tuple[Source, str]:
-    """Read a source wheel and keep the recipe's ``files`` (and license files); with the library
-    version its ``version`` rule gives."""
-    source = read_source(wheel)
-    family = platform_family(source.platform or "")
-    src = recipe.source_for(family)
-    globs = [_glob(g) for g in src.files]
-    for i, g in enumerate(globs):
-        if not any(g.fullmatch(f.path) for f in source.files):
-            raise RecipeError(f"{recipe.path}: source.{family}.files[{i}]: {src.files[i]!r} matches no file "
-                              f"in {wheel.name}")
-    kept = tuple(f for f in source.files
-                 if ".dist-info/licenses/" in f.path or any(g.fullmatch(f.path) for g in globs))
-    version = parse_wheel_filename(wheel.name)[1]
-    if src.version != "wheel":
-        version = Version(".".join(str(n) for n in version.release[:int(src.version[6:])]))
-    return dataclasses.replace(source, files=kept), str(version)
-
-
-def _runtime_match(family: str, want: str, have: str) -> bool:
-    if family == "windows":
-        return want.lower() == have.lower()
-    if family == "macos" and "/" not in want:  # a bare file name matches any install-name directory
-        return want == have.rsplit("/", 1)[-1]
-    return want == have
-
-
-def _exports(data: bytes) -> frozenset[str]:
-    if data[:2] == b"MZ":
-        from .binary.pe import read_pe
-
-        return read_pe(data).exports
-    from .binary.elf import read_elf
-
-    return read_elf(data).exported
-
-
-def check_abi(recipe: Recipe, plan: LibraryPlan) -> None:
-    """Check that a planned library is the one the recipe describes: its runtime names and, on
-    Linux and Windows, the exported ``symbol-prefix + NAME + symbol-suffix`` symbols."""
-    family = platform_family(plan.manifest.platform)
-    abi = recipe.abi_for(family)
-    if abi is None:
-        raise RecipeError(f"{recipe.path}: abi.{family}: missing, so {recipe.name} binaries for {family} "
-                          f"cannot be checked; add an [abi.{family}] table")
-    have = [lib.soname for lib in plan.manifest.libraries]
-    problems = []
-    missing = [w for w in abi.runtime_names if not any(_runtime_match(family, w, h) for h in have)]
-    extra = [h for h in have if not any(_runtime_match(family, w, h) for w in abi.runtime_names)]
-    if missing or extra:
-        problems.append(f"abi.{family}.runtime-names: the recipe expects {', '.join(abi.runtime_names)}, "
-                        f"the source has {', '.join(have)}")
-    wanted = abi.expected_symbols()
-    if wanted and family != "macos":  # dllreg's Mach-O reader does not read the export trie
-        data = dict(plan.files)
-        exported = frozenset().union(*(_exports(data[lib.path]) for lib in plan.manifest.libraries))
-        absent = [s for s in wanted if s not in exported]
-        if absent:
-            instead = [min((e for e in exported if s in e and len(e) <= len(s) + 8), key=len, default="")
-                       for s in abi.symbols]
-            found = ", ".join(e for e in instead if e and e not in wanted)
-            problems.append(f"abi.symbols (symbol-prefix {abi.symbol_prefix!r}, symbol-suffix "
-                            f"{abi.symbol_suffix!r}): {', '.join(have)} does not export {', '.join(absent)}"
-                            + (f" (it exports {found})" if found else ""))
-    if problems:
-        raise RecipeError(f"{recipe.path}: " + "; ".join(problems)
-                          + f": this is not the {recipe.name} library the recipe describes")

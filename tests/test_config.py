@@ -76,3 +76,65 @@ def test_optional_prepare_hook_follows_the_inner_backend(tmp_path: Path, monkeyp
     # Frontends (pyproject_hooks) probe with getattr and fall back to one wheel build.
     assert hasattr(dllreg.build, "prepare_metadata_for_build_wheel") is inner_has_hook
     assert not hasattr(dllreg.build, "prepare_metadata_for_build_editable")
+
+
+def _project(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "pyproject.toml").write_text(text)
+    return tmp_path
+
+
+def test_pep725_external_alone_gives_the_same_requirements(tmp_path: Path) -> None:
+    external = load_config(_project(tmp_path, """
+[external]
+host-requires = ["dep:generic/openblas@>=0.3"]
+[tool.dllreg]
+backend = "setuptools.build_meta"
+"""))
+    tool = parse_config(cfg(backend="setuptools.build_meta", requires=["openblas>=0.3"]))
+    assert external.requires == tool.requires
+
+
+def test_pep725_and_tool_table_must_agree(tmp_path: Path) -> None:
+    agreeing = load_config(_project(tmp_path, """
+[external]
+host-requires = ["dep:generic/openblas@>=0.3"]
+[tool.dllreg]
+backend = "setuptools.build_meta"
+requires = ["openblas>=0.3"]
+"""))
+    assert [str(r) for r in agreeing.requires] == ["openblas>=0.3"]
+    with pytest.raises(ConfigError, match=r"disagree.*\n  openblas: \[tool.dllreg\] requires says "
+                       r"'openblas>=0.3', \[external\] says 'openblas>=0.4'"):
+        load_config(_project(tmp_path, """
+[external]
+host-requires = ["dep:generic/openblas@>=0.4"]
+[tool.dllreg]
+backend = "setuptools.build_meta"
+requires = ["openblas>=0.3"]
+"""))
+
+
+def test_pep725_unknown_depurl_gets_a_did_you_mean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean openblas"):
+        load_config(_project(tmp_path, """
+[external]
+host-requires = ["dep:generic/openbals"]
+[tool.dllreg]
+backend = "setuptools.build_meta"
+"""))
+
+
+def test_build_notes_names_outside_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import dllreg.build
+
+    (tmp_path / "_be").mkdir()
+    (tmp_path / "_be" / "plain_inner.py").write_text("def get_requires_for_build_wheel(c=None): return []\n")
+    _project(tmp_path, '[tool.dllreg]\nbackend = "plain_inner"\nbackend-path = ["_be"]\n'
+                       'requires = ["openbals>=0.3", "qsum>=1"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    assert dllreg.build.get_requires_for_build_wheel() == ["dllreg-lib-openbals>=0.3",
+                                                          "dllreg-lib-qsum>=1"]
+    err = capsys.readouterr().err
+    assert "openbals>=0.3 (openbals is not in dllreg's registry; did you mean openblas" in err

@@ -477,3 +477,23 @@ def test_fetch_source_downloads_with_pip(registry: Registry, tmp_path: Path) -> 
                                           r"download scipy-openblas32==0\.0\.0\.1 for manylinux_2_28_x86_64"):
         fetch_source(registry.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
                      specifier="==0.0.0.1")
+
+
+@pytest.mark.realwheels
+def test_package_lib_without_from_uses_the_recipe(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m dllreg package-lib openblas` fetches scipy-openblas32 with pip (pip's cache
+    makes repeat runs offline-fast) and checks the result against the recipe's ABI."""
+    import io
+
+    from dllreg.__main__ import main
+
+    buf = io.StringIO()
+    assert main(["package-lib", "openblas", "--platform", "manylinux_2_28_x86_64", "-o",
+                 str(tmp_path)], buf) == 0, capsys.readouterr().err
+    (wheel,) = tmp_path.glob("dllreg_lib_openblas-*.whl")
+    assert "manylinux" in wheel.name and "lib/libscipy_openblas.so" in buf.getvalue()
+    assert main(["package-lib", "openbals", "-o", str(tmp_path)]) == 2
+    assert "did you mean openblas or openblas64?" in capsys.readouterr().err
+    assert main(["package-lib", "gfortran", "-o", str(tmp_path)]) == 2
+    assert "no PyPI source for gfortran" in capsys.readouterr().err

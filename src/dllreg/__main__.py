@@ -15,7 +15,7 @@ from .binary import BinaryInfo, read_binary
 from .build import NO_LIBRARY_PHASES, PHASE_VAR
 from .check import effective, find_problems
 from .errors import DllregError, LibraryNotFound
-from .libwheel import plan_library, read_source, write_library_wheel
+from .libwheel import LibraryPlan, plan_library, read_source, write_library_wheel
 from .names import NativeRequirement, library_name
 from .pkgconfig import flags, parse_pc
 from .registry import (
@@ -41,9 +41,11 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("package-lib", help="build a dllreg-lib-NAME wheel from shared libraries")
     pl.add_argument("name")
-    pl.add_argument("--version", required=True, dest="lib_version", help="PEP 440 version")
-    pl.add_argument("--from", required=True, dest="source", type=Path,
-                    help="a wheel, or a directory holding the shared libraries (and include/)")
+    pl.add_argument("--version", dest="lib_version",
+                    help="PEP 440 version (default with a recipe: the recipe's rule)")
+    pl.add_argument("--from", dest="source", type=Path,
+                    help="a wheel, or a directory holding the shared libraries (and include/); "
+                    "without it, the registry recipe's PyPI source is fetched with pip")
     pl.add_argument("-o", "--output", required=True, type=Path, help="directory for the wheel")
     pl.add_argument("--requires", action="append", default=[],
                     help="another registry library this one needs, e.g. 'gfortran>=12'")
@@ -85,9 +87,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _plan_from_recipe(a: argparse.Namespace, out: TextIO) -> LibraryPlan:
+    import tempfile
+
+    from packaging.tags import sys_tags
+
+    from .recipe_build import check_abi, fetch_source, recipe_source
+    from .recipes import load_registry
+
+    recipe = load_registry().require(a.name)
+    # This machine's most specific installable tag: manylinux_2_X over linux_<arch>, which
+    # no wheel on an index carries.
+    platforms = list(dict.fromkeys(t.platform for t in sys_tags()))
+    tag = a.platform or next((p for p in platforms if not p.startswith("linux_")), platforms[0])
+    with tempfile.TemporaryDirectory(prefix="dllreg-fetch-") as tmp:
+        print(f"fetching the {recipe.name} recipe's source for {tag} with pip", file=out)
+        pinned = f"=={a.lib_version}" if a.lib_version else ""
+        wheel = fetch_source(recipe, tag, Path(tmp), specifier=pinned)
+        source, version = recipe_source(recipe, wheel)
+        plan = plan_library(source, recipe.name, a.lib_version or version,
+                            requires=[*map(str, recipe.requires), *a.requires],
+                            dll_directories=a.dll_directories)
+    check_abi(recipe, plan)
+    return plan
+
+
 def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
-    plan = plan_library(read_source(a.source), a.name, a.lib_version, requires=a.requires,
-                        platform=a.platform, dll_directories=a.dll_directories)
+    if a.source is None:
+        plan = _plan_from_recipe(a, out)
+    elif a.lib_version is None:
+        raise DllregError("package-lib --from needs --version (the library's PEP 440 version)")
+    else:
+        plan = plan_library(read_source(a.source), a.name, a.lib_version, requires=a.requires,
+                            platform=a.platform, dll_directories=a.dll_directories)
     path = write_library_wheel(plan, a.output)
     files = ", ".join(f"{f.path} ({f.soname})" for f in plan.manifest.libraries)
     print(f"wrote {path}\n  libraries in preload order: {files}", file=out)

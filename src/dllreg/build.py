@@ -9,6 +9,7 @@ Reference: docs/pyproject.md.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -66,7 +67,7 @@ def _pkgconfig_env(requires: Sequence[NativeRequirement]) -> dict[str, str]:
                 f"native library {req} is not installed in the build environment "
                 f"(searched {', '.join(map(str, dirs))}); an isolated build installs it from "
                 f"the build requirements, otherwise run: pip install \"{req.dist_requirement}\""
-            )
+                + _registry_hint(req.name))
         if not req.accepts(lib.manifest.version):
             raise BuildError(
                 f"native library {req.name} {lib.manifest.version} in the build environment "
@@ -83,8 +84,20 @@ def _pkgconfig_env(requires: Sequence[NativeRequirement]) -> dict[str, str]:
             "CMAKE_PREFIX_PATH": os.pathsep.join(prefixes + ([cmake] if cmake else []))}
 
 
+def _registry_hint(name: str) -> str:
+    """'; did you mean ...' when ``name`` is not a registry recipe (private libraries are fine)."""
+    from .recipes import load_registry
+
+    registry = load_registry()
+    return "" if registry.get(name) else f" ({name} is not in dllreg's registry{registry.hint(name)})"
+
+
 def _requires_hook(hook: str, config_settings: dict[str, Any] | None, libs: bool) -> list[str]:
     config, backend = _setup()
+    for req in config.requires if libs else ():
+        hint = _registry_hint(req.name)
+        if hint:  # pip is about to look for dllreg-lib-NAME; a typo would only say "not found"
+            sys.stderr.write(f"dllreg: note: [tool.dllreg] requires {req}{hint}\n")
     inner = getattr(backend, hook, None)
     with _env(**{PHASE_VAR: "get_requires"}):
         base = list(inner(config_settings)) if inner else []

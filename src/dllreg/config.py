@@ -88,7 +88,19 @@ def load_config(source_dir: Path) -> ConsumerConfig:
         raise ConfigError(f"{path}: not found; dllreg.build reads [tool.dllreg] from it") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    return parse_config(data)
+    config = parse_config(data)
+    if "external" not in data:
+        return config
+    # PEP 725: [external] DepURLs map to registry libraries and must agree with [tool.dllreg].
+    from .pep725 import reconcile, requirements_from_external
+    from .recipes import load_registry
+
+    try:
+        external = requirements_from_external(data, load_registry(), tool_requires=config.requires)
+        requires = reconcile(config.requires, external)
+    except DllregError as exc:
+        raise ConfigError(str(exc)) from None
+    return dataclasses.replace(config, requires=tuple(requires))
 
 
 def import_backend(config: ConsumerConfig, source_dir: Path) -> ModuleType:

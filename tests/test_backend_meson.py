@@ -151,15 +151,34 @@ def test_install_and_import_through_the_stub(make_venv, build: Build,  # type: i
     assert (total, path, mapped) == ("5050", str(registry), [str(registry)])
 
 
-def test_editable_install_is_a_clear_build_error(tmp_path: Path, make_venv,  # type: ignore[no-untyped-def]
-                                                 build: Build) -> None:
-    """meson-python's editable wheel is an import hook (a .pth that imports a loader), not
-    a source directory on sys.path: dllreg has nowhere to put the stub and says so."""
+def test_editable_install_serves_the_stub_through_its_own_finder(tmp_path: Path, make_venv,  # type: ignore[no-untyped-def]
+                                                                build: Build) -> None:
+    """meson-python's editable wheel is an import hook (a .pth that imports a loader serving
+    only meson's install plan), not a source directory on sys.path. dllreg ships the stub in
+    the editable wheel with a finder of its own, for the packages that import it first.
+    meson-python rebuilds on import, so its editables need --no-build-isolation."""
     venv = make_venv()
-    r = venv.pip("install", "-e", str(copy_project(tmp_path / "mesq")), check=False,
-                 env={"PIP_FIND_LINKS": build.find_links})
-    assert r.returncode != 0
-    assert "editable wheel puts no source directory on sys.path" in r.stdout + r.stderr, r.stderr[-3000:]
+    venv.pip("install", "-q", "meson-python", "meson", "ninja", "pkgconf", "dllreg",
+             "dllreg-lib-qsum", env={"PIP_FIND_LINKS": build.find_links})
+    proj = copy_project(tmp_path / "mesq")
+    editable = ("install", "--no-build-isolation", "-e", str(proj))
+    # The venv's meson, ninja and pkg-config, as in an activated environment
+    env = {"PIP_FIND_LINKS": build.find_links,
+           "PATH": f"{venv.path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    r = venv.pip(*editable, check=False, env=env)
+    assert r.returncode != 0 and "make 'from . import _dlls" in r.stdout + r.stderr, r.stderr[-2500:]
+    init = proj / "mesq" / "__init__.py"
+    text = init.read_text()
+    init.write_text(text.replace('"""\n', '"""\nfrom . import _dlls\n', 1))
+    venv.pip(*editable, env=env)
+    out = venv.py("import mesq; print(mesq.qsum(100)); print(mesq._dlls.path('qsum')); "
+                  "print(mesq.__file__); print(mesq._dlls.__file__)", cwd=tmp_path,
+                  env={"PATH": env["PATH"]}).stdout.split()
+    assert out[0] == "5050"
+    assert out[1] == str(venv.site / "dllreg.libs" / "qsum" / "lib" / "libqsum.so.3")
+    assert out[2] == str(init)  # the package really comes from the source tree
+    assert out[3] == str(venv.site / "_dllreg_editable_mesq" / "mesq" / "_dlls.py")
+    assert not (proj / "mesq" / "_dlls.py").exists()  # nothing written into the sources
 
 
 def test_build_time_against_plain_mesonpy(build: Build, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,12 +18,11 @@ from types import ModuleType
 from typing import Any
 
 from .config import ConsumerConfig, import_backend, load_config
-from .consumer import consumer_record, patch_metadata, patch_wheel, stub_packages
+from .consumer import consumer_record, patch_metadata, patch_wheel
+from .editable import editable_stubs
 from .errors import BuildError
 from .names import NativeRequirement
 from .registry import CONSUMER_RECORD, find_library, site_dirs
-from .stub import IMPORT_LINE, STUB_FILE, render_stub
-from .wheelfile import iter_files, write_atomic
 
 #: Set while the inner backend lists requirements or builds an sdist: setuptools runs
 #: setup.py then, before (or without) the libraries being installed, and nothing is
@@ -169,54 +167,12 @@ def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | No
         # the same way below, so both paths give the same METADATA.
         with _env(**_pkgconfig_env(active)):
             name = str(getattr(backend, hook)(tmp, config_settings))
-        if hook == "build_editable":
-            _stub_editable_sources(Path(tmp, name), active)
-        # An editable wheel does not carry the package sources: its stubs live in the
-        # source tree (above), and only its metadata is patched.
+        extra = editable_stubs(Path(tmp, name), Path.cwd(), active) \
+            if hook == "build_editable" else {}
+        # An editable wheel does not carry the package sources: its stubs live in the source
+        # tree or come with a finder of their own (editable.py); only its metadata is patched.
         return patch_wheel(Path(tmp, name), Path(wheel_directory), config.requires, active,
-                           with_stubs=hook == "build_wheel").name
-
-
-def _stub_editable_sources(editable_wheel: Path, active: Sequence[NativeRequirement]) -> None:
-    """Write ``_dlls.py`` into the source packages an editable install points at.
-
-    The source roots are the directories the wheel's ``.pth`` file puts on sys.path (how
-    setuptools and most backends do editable installs). dllreg does not edit your
-    ``__init__.py``: if the stub import is missing, the build says exactly what to add.
-    """
-    with zipfile.ZipFile(editable_wheel) as zf:
-        roots = [Path(line.strip()) for n in zf.namelist() if n.endswith(".pth")
-                 for line in zf.read(n).decode("utf-8", "replace").splitlines()
-                 if line.strip() and not line.startswith(("#", "import"))]
-        tops = [t for n in zf.namelist() if n.endswith(".dist-info/top_level.txt")
-                for t in zf.read(n).decode().split()]
-        # Without top_level.txt (scikit-build-core), the packages the wheel itself fills
-        # (e.g. skq/_q.so) name the top-level packages, so tests/ in a flat layout is left out.
-        tops = tops or sorted({n.split("/", 1)[0] for n in zf.namelist() if "/" in n
-                               and not n.split("/", 1)[0].endswith((".dist-info", ".data"))})
-    roots = [r for r in roots if r.is_absolute() and r.is_dir()]
-    if not roots:
-        raise BuildError(
-            f"{editable_wheel.name}: this backend's editable wheel puts no source directory "
-            "on sys.path (.pth), so dllreg cannot place its _dlls stub; use a regular install "
-            "(pip install .) for now")
-    missing = []
-    for root in roots:
-        dirs = [root / t for t in tops if (root / t).is_dir()] if tops else [root]
-        members = [p.relative_to(root).as_posix() for d in dirs for p in iter_files(d)]
-        if not any(m.endswith("/__init__.py") for m in members):
-            continue
-        for pkg in stub_packages(members):
-            pkg_dir = root.joinpath(*pkg.split("."))
-            write_atomic(pkg_dir / STUB_FILE, render_stub(pkg, active))
-            init = pkg_dir / "__init__.py"
-            if IMPORT_LINE.strip() not in init.read_text(encoding="utf-8"):
-                missing.append(str(init))
-    if missing:
-        raise BuildError(
-            "editable install: make this line the first statement (after the docstring and "
-            f"__future__ imports) of {', '.join(missing)}: {IMPORT_LINE.strip()!r} "
-            "(dllreg does not edit your sources; regular wheel builds add it themselves)")
+                           with_stubs=hook == "build_wheel", extra=extra).name
 
 
 def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = None,

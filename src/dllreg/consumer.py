@@ -174,7 +174,8 @@ def _clean_runpaths(wheel: str, members: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
-                active: Sequence[NativeRequirement], *, with_stubs: bool = True) -> Path:
+                active: Sequence[NativeRequirement], *, with_stubs: bool = True,
+                extra: dict[str, bytes] | None = None) -> Path:
     """Write the consumer wheel for ``src`` into ``dst_dir`` (same file name).
 
     ``requires`` go to the metadata (with markers, for pip); ``active`` are those whose
@@ -214,6 +215,7 @@ def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
     meta = f"{dist_info}/METADATA"
     changes[meta] = patch_metadata(data[meta].decode("utf-8"), requires).encode("utf-8")
     changes[f"{dist_info}/{CONSUMER_RECORD}"] = consumer_record(requires, stubs).encode()
+    changes.update(extra or {})
     changes.update(_clean_runpaths(src.name, {n: data[n] for n in names if n not in changes}))
     out = dst_dir / src.name
     by_name = {i.filename: i for i in infos}

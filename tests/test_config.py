@@ -138,3 +138,24 @@ def test_build_notes_names_outside_the_registry(tmp_path: Path, monkeypatch: pyt
                                                           "dllreg-lib-qsum>=1"]
     err = capsys.readouterr().err
     assert "openbals>=0.3 (openbals is not in dllreg's registry; did you mean openblas" in err
+
+
+def test_inner_backend_failure_is_shown_unchanged_with_context(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import dllreg.build
+
+    (tmp_path / "_be").mkdir()
+    (tmp_path / "_be" / "failing_inner.py").write_text(
+        "def build_wheel(d, c=None, m=None):\n"
+        "    open(d + '/half.whl', 'w').write('x')\n"
+        "    raise RuntimeError('compiler exploded: foo.c:3: error')\n")
+    _project(tmp_path, '[tool.dllreg]\nbackend = "failing_inner"\nbackend-path = ["_be"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    out = tmp_path / "wheels"
+    out.mkdir()
+    with pytest.raises(RuntimeError) as info:
+        dllreg.build.build_wheel(str(out))
+    assert info.value.args == ("compiler exploded: foo.c:3: error",)  # unchanged
+    assert "the inner backend 'failing_inner' failed in build_wheel" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # the inner backend wrote into dllreg's temp dir only

@@ -166,7 +166,15 @@ def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | No
         # metadata_directory is not passed on: the inner backend's own metadata is patched
         # the same way below, so both paths give the same METADATA.
         with _env(**_pkgconfig_env(active)):
-            name = str(getattr(backend, hook)(tmp, config_settings))
+            try:
+                name = str(getattr(backend, hook)(tmp, config_settings))
+            except Exception as exc:  # the inner error stays as it is; dllreg adds context
+                context = (f"dllreg.build: the inner backend {config.backend!r} failed in {hook}; "
+                           f"nothing was written to {wheel_directory}")
+                if hasattr(exc, "add_note"):
+                    exc.add_note(context)
+                sys.stderr.write(context + "\n")
+                raise
         extra = editable_stubs(Path(tmp, name), Path.cwd(), active) \
             if hook == "build_editable" else {}
         # An editable wheel does not carry the package sources: its stubs live in the source

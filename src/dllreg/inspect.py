@@ -23,28 +23,12 @@ from .binary.macho import MachOError, is_macho, read_macho
 from .binary.pe import is_pe
 from .errors import DllregError, WheelError
 from .names import REGISTRY_DIR
+from .syslibs import is_python, is_system
 from .wheelfile import open_wheel, read_member, safe_members
 
 #: How a need is met. A lone file has no wheel around it, so it says "other" instead of "missing".
 CATEGORIES = ("vendored", "registry", "python", "system", "missing", "other")
 FORMATS = {"elf": "ELF", "pe": "PE", "macho": "Mach-O"}
-_ELF_SYSTEM_NAMES = (  # auditwheel's manylinux policies all allow these
-    "libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1 libresolv.so.2 libnsl.so.1"
-    " libanl.so.1 libgcc_s.so.1 libstdc++.so.6 libatomic.so.1 libz.so.1 libexpat.so.1 libX11.so.6"
-    " libXext.so.6 libXrender.so.1 libICE.so.6 libSM.so.6 libGL.so.1 libgobject-2.0.so.0"
-    " libgthread-2.0.so.0 libglib-2.0.so.0")
-_ELF_SYSTEM = frozenset(_ELF_SYSTEM_NAMES.split())
-_ELF_LOADER = re.compile(r"(ld-linux[\w.-]*|ld64|ld-musl-[\w-]+|libc\.musl-[\w-]+|linux-vdso)\.so\.\d$")
-_WIN_SYSTEM_NAMES = (
-    "kernel32 kernelbase ntdll user32 gdi32 gdiplus advapi32 shell32 shlwapi ole32 oleaut32 ws2_32 wsock32"
-    " mswsock msvcrt ucrtbase bcrypt ncrypt crypt32 cryptbase secur32 sspicli comdlg32 comctl32 version"
-    " winmm iphlpapi dbghelp psapi setupapi cfgmgr32 userenv rpcrt4 imm32 opengl32 glu32 d2d1 d3d9 d3d11"
-    " d3d12 dxgi dwrite dwmapi uxtheme usp10 msimg32 mpr netapi32 powrprof wtsapi32 normaliz wininet"
-    " winhttp wldap32 dnsapi shcore propsys windowscodecs authz credui hid avrt mfplat mscoree oleacc"
-    " dbgeng winspool.drv")
-_WIN_SYSTEM = frozenset(_WIN_SYSTEM_NAMES.split())
-_MSVC_RUNTIME = re.compile(r"(vcruntime140(_1|_threads)?|msvcp140(_\w+)?|concrt140|vcomp140)\.dll$")
-_PYTHON = re.compile(r"(lib)?python3(\.?\d+)?[dmu_]*\.(dll|dylib|so(\.[\d.]+)?)$|python$")
 _LIBRARY_NAME = re.compile(r"\.(so(\.\d+)*|dll|pyd|dylib)$")
 _ARCH_OF = {"win_amd64": "x86_64", "win32": "i386", "i686": "i386", "win_arm64": "arm64",
             "powerpc64le": "ppc64le", "armv7l": "arm"}
@@ -164,17 +148,9 @@ def inspect_binary(data: bytes, origin: str) -> Binary:
 def _classify(b: Binary, need: str, registry: Mapping[str, str]) -> tuple[str, str | None]:
     """(category, registry library) of a need that no file of the wheel meets."""
     lib = registry.get(need) or (registry.get(need.lower()) if b.format == "pe" else None)
-    base = posixpath.basename(need).lower()
-    if lib or _PYTHON.match(base) or "Python.framework/" in need:
+    if lib or is_python(need):
         return ("registry", lib) if lib else ("python", None)
-    if b.format == "elf":
-        system = need in _ELF_SYSTEM or bool(_ELF_LOADER.match(need))
-    elif b.format == "pe":
-        system = (base.startswith(("api-ms-win-", "ext-ms-")) or bool(_MSVC_RUNTIME.match(base))
-                  or (base[:-4] if base.endswith(".dll") else base) in _WIN_SYSTEM)
-    else:
-        system = need.startswith(("/usr/lib/", "/System/Library/"))
-    return ("system" if system else "missing"), None
+    return ("system" if is_system(b.format, need) else "missing"), None
 
 
 def _name_problem(b: Binary) -> str | None:

@@ -23,6 +23,7 @@ from .manifest import MANIFEST_NAME, LibraryFile, Manifest
 from .names import REGISTRY_DIR, NativeRequirement, dist_name, library_name, parse_version
 from .pkgconfig import render_pc
 from .platforms import check_tag, default_tag
+from .syslibs import is_system
 from .wheelfile import WheelWriter, iter_files, open_wheel, read_member, safe_members
 
 _SHARED = re.compile(r"(\.so(\.[0-9]+)*|\.dylib|\.dll)$", re.IGNORECASE)
@@ -39,16 +40,6 @@ class Source:
     description: str
     files: tuple[SourceFile, ...]
     platform: str | None = None  # the source wheel's platform tag(s), if any
-
-
-# Libraries every manylinux system provides (the manylinux policy's base set).
-_SYSTEM_PREFIXES = ("libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux",
-                    "libgcc_s.so", "libstdc++.so", "libutil.so", "libresolv.so", "ld64.so")
-# DLLs every supported Windows provides (the UCRT comes through api-ms-win-* API sets).
-_WINDOWS_SYSTEM = {"KERNEL32.DLL", "USER32.DLL", "ADVAPI32.DLL", "WS2_32.DLL", "SHELL32.DLL",
-                   "OLE32.DLL", "OLEAUT32.DLL", "GDI32.DLL", "MSVCRT.DLL", "UCRTBASE.DLL",
-                   "NTDLL.DLL", "BCRYPT.DLL", "CRYPT32.DLL", "SECUR32.DLL", "VERSION.DLL",
-                   "SHLWAPI.DLL", "PSAPI.DLL", "DBGHELP.DLL", "IPHLPAPI.DLL", "COMDLG32.DLL"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,17 +236,8 @@ def plan_library(source: Source, name: str, version: str, *, requires: Sequence[
     files.append((MANIFEST_NAME, manifest.to_text().encode()))
     key_of = _library_key(fmt)
     external = tuple((lib.soname, n) for lib in order for n in lib.needed
-                     if key_of(n) not in libs and not _is_system(fmt, n))
+                     if key_of(n) not in libs and not is_system(fmt, n))
     return LibraryPlan(manifest, tuple(files), tuple(dict(licenses).items()), external)
-
-
-def _is_system(fmt: str, needed: str) -> bool:
-    if fmt == "pe":  # Windows API sets and the system's own DLLs
-        return needed.lower().startswith(("api-ms-win-", "ext-ms-")) or \
-            needed.upper() in _WINDOWS_SYSTEM
-    if fmt == "macho":
-        return needed.startswith(("/usr/lib/", "/System/"))
-    return needed.startswith(_SYSTEM_PREFIXES)
 
 
 def _metadata(plan: LibraryPlan) -> str:

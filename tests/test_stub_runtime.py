@@ -308,3 +308,16 @@ def test_second_copy_of_one_runtime_name_is_refused(tmp_path: Path, site: Path) 
     assert "dpkg requires native library qalt" in msg
     assert "would map a second copy of libqsum.so.3, already loaded in this process from " \
            f"{site / 'dllreg.libs' / 'qsum' / 'lib' / 'libqsum.so.3'}" in msg
+
+
+def test_dllreg_verify_refuses_a_modified_library(tmp_path: Path, site: Path) -> None:
+    libdir = add_library(tmp_path, site)
+    add_consumer(tmp_path, site, "cpkg")
+    lib = libdir / "lib" / "libqsum.so.3"
+    r = python("import cpkg; print(cpkg.total(3))", site, DLLREG_VERIFY="1")
+    assert r.stdout.strip() == "6", r.stderr  # intact: verified and loaded
+    lib.write_bytes(lib.read_bytes() + b"\0")  # still loads: only the hash can tell
+    assert python("import cpkg; print(cpkg.total(3))", site).stdout.strip() == "6"
+    msg = error_of(python("import cpkg", site, DLLREG_VERIFY="1"))
+    assert f"{lib} does not match the sha256 in its manifest" in msg
+    assert "--force-reinstall" in msg

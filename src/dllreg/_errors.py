@@ -38,6 +38,10 @@ def describe_failure(kind, user, name, spec, **facts):
                 "Uninstall one of the libraries that ship %s." % (
                     head, facts["path"], facts["runtime_name"], facts["other"],
                     facts["runtime_name"]))
+    if kind == "integrity":
+        return ("%s, but %s does not match the sha256 in its manifest (modified, truncated or "
+                "replaced after install; DLLREG_VERIFY=1). Reinstall it: %s --force-reinstall" % (
+                    head, facts["path"], _fix(name, spec)))
     if kind == "cycle":
         return "native library requirements form a cycle: %s" % " -> ".join(facts["chain"])
     if kind == "unreadable":

@@ -18,6 +18,7 @@ from ._vmatch import spec_contains  # dllreg-stub: lazy
 _STATE = "_dllreg_state"  # a module of our own in sys.modules: the process-wide record
 _REGISTRY = "dllreg.libs"
 _DEBUG = bool(os.environ.get("DLLREG_DEBUG"))
+_VERIFY = os.environ.get("DLLREG_VERIFY") == "1"  # opt-in: sha256 of each file before loading
 # Windows: LOAD_LIBRARY_SEARCH_DEFAULT_DIRS | LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR, as CPython
 # loads extension modules; PATH and the current directory are never searched.
 _WIN_FLAGS = 0x00001000 | 0x00000100
@@ -84,7 +85,8 @@ def _read_manifest(path):
             version = value
         elif key == "Library":  # PATH, runtime name, sha256, needed
             fields = value.split("\t")
-            libs.append((fields[0], fields[1], fields[3].split(",") if len(fields) > 3 else []))
+            libs.append((fields[0], fields[1], fields[2],
+                         fields[3].split(",") if len(fields) > 3 else []))
         elif key == "Requires":
             reqs.append(_split_req(value.partition(";")[0]))
         elif key == "Dll-Directory":
@@ -92,6 +94,19 @@ def _read_manifest(path):
     if not version or not libs:
         raise ValueError("no Version or Library entry")
     return version, libs, reqs, dll_dirs
+
+
+def _sha256(path):
+    import hashlib  # only with DLLREG_VERIFY=1
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None  # the loader reports the missing file
+    return h.hexdigest()
 
 
 def _split_req(text):
@@ -209,8 +224,10 @@ def _require(st, user, name, spec, own_site, chain):
             for rel in dll_dirs:
                 directory = os.path.join(lib_dir, *rel.split("/"))
                 rec["dll_dirs"].append((directory, add(directory)))
-        for rel, runtime_name, needed in libs:
+        for rel, runtime_name, sha256, needed in libs:
             path = os.path.join(lib_dir, *rel.split("/"))
+            if _VERIFY and _sha256(path) != sha256:
+                raise _fail(user, "integrity", name=name, spec=spec, path=path)
             key = runtime_name.lower() if st.windows else runtime_name
             other = st.names.get(key)
             if other is not None and other != path:  # a second copy of one name: never

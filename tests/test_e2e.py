@@ -3,6 +3,7 @@ pip installs into fresh venvs, imports, list/check. Slow: marked e2e."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -190,6 +191,15 @@ def test_check_verify_detects_modified_library(make_venv, built: Path) -> None: 
     assert venv.dllreg("check").returncode == 0  # sizes are not hashed without --verify
     r = venv.dllreg("check", "--verify", check=False)
     assert r.returncode == 1 and "does not match the sha256 in its manifest" in r.stdout
+    # An edited manifest (here: made to agree with the modified file) is caught by pip's RECORD.
+    manifest = venv.site / "dllreg.libs" / "qsum" / "MANIFEST"
+    text = manifest.read_text()
+    old = text.split("Library: ")[1].split("\t")[2]
+    manifest.write_text(text.replace(old, hashlib.sha256(lib.read_bytes()).hexdigest()))
+    r = venv.dllreg("check", "--verify", check=False)
+    assert "does not match the sha256 in its manifest" not in r.stdout
+    assert r.returncode == 1 and f"file {manifest} does not match the hash pip recorded" in r.stdout
+    assert f"file {lib} does not match the hash pip recorded" in r.stdout
 
 
 @pytest.mark.parametrize("tool_extra,requires,expect", [

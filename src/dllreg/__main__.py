@@ -25,6 +25,7 @@ from .registry import (
     find_library,
     installed_consumers,
     installed_libraries,
+    installed_record,
     site_dirs,
 )
 from .stub import STUB_FILE, render_stub
@@ -261,7 +262,7 @@ def _check(a: argparse.Namespace, out: TextIO) -> int:
         return out
 
     problems = find_problems(libraries, consumers, errors + cerrors, verify=a.verify,
-                             binaries=binaries)
+                             binaries=binaries, records=installed_record)
     failed = any(p.severity == "error" for p in problems)
     if a.json:
         json.dump({"format": JSON_FORMAT, "ok": not failed,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,12 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def record_hash_of(hex_digest: str) -> str:
+    """A hex sha256 in RECORD's form: 'sha256=' + urlsafe base64 without padding."""
+    raw = base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).rstrip(b"=").decode()
+    return "sha256=" + raw
 
 
 def effective(libraries: Sequence[InstalledLibrary]) -> dict[str, InstalledLibrary]:
@@ -96,10 +104,12 @@ def binding_problems(subject: str, binaries: Sequence[tuple[str, BinaryInfo]],
 def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Consumer],
                   read_errors: Sequence[DllregError], *, verify: bool = False,
                   hasher: Callable[[Path], str] = _sha256,
-                  binaries: Callable[[Consumer], Sequence[tuple[str, BinaryInfo]]] | None = None
+                  binaries: Callable[[Consumer], Sequence[tuple[str, BinaryInfo]]] | None = None,
+                  records: Callable[[InstalledLibrary], Sequence[tuple[Path, str]]] | None = None
                   ) -> list[Problem]:
     problems = [Problem("registry", str(e), "reinstall the distribution that owns this file")
                 for e in read_errors]
+    hasher = functools.lru_cache(maxsize=None)(hasher)  # manifest and RECORD hash the same files
     libs = effective(libraries)
     for consumer in consumers:
         subject = f"{consumer.name} {consumer.version}"
@@ -120,6 +130,12 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
                 problems.append(Problem(
                     subject, f"file {path} does not match the sha256 in its manifest "
                     "(modified, truncated or replaced after install)", fix))
+        for path, recorded in (records(lib) if verify and records else ()):
+            # pip's RECORD also covers the manifest itself: an edited manifest shows here
+            if path.is_file() and record_hash_of(hasher(path)) != recorded:
+                problems.append(Problem(
+                    subject, f"file {path} does not match the hash pip recorded when it "
+                    "installed the library (edited or replaced since)", fix))
     for lib in libraries:
         first = libs[lib.manifest.name]
         if lib is not first and lib.manifest.version != first.manifest.version:

@@ -164,3 +164,22 @@ def consumer_binaries(consumer: Consumer) -> list[tuple[Path, bytes]]:
             except OSError:
                 continue  # a missing file is pip's business (pip check), not ours
     return out
+
+
+def installed_record(lib: InstalledLibrary) -> list[tuple[Path, str]]:
+    """(file, 'sha256=<urlsafe b64>') for every file pip recorded under the library's
+    directory, from its ``dllreg_lib_NAME-*.dist-info/RECORD``: the manifest included, so an
+    edited manifest shows up too. Empty when no RECORD is found (not installed by pip)."""
+    stem = "dllreg_lib_" + lib.manifest.name.replace("-", "_")
+    out = []
+    for record in sorted(lib.site.glob(f"{stem}-*.dist-info/RECORD")):
+        try:
+            rows = list(csv.reader(record.read_text(encoding="utf-8").splitlines()))
+        except OSError:
+            continue
+        for row in rows:
+            if len(row) >= 2 and row[1].startswith("sha256="):
+                path = (lib.site / row[0]).resolve()
+                if lib.directory.resolve() in path.parents:
+                    out.append((path, row[1]))
+    return out

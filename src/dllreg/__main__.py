@@ -8,14 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .binary import BinaryInfo, read_binary
-from .build import NO_LIBRARY_PHASES, PHASE_VAR
 from .check import effective, find_problems
 from .errors import DllregError, LibraryNotFound
-from .libwheel import LibraryPlan, plan_library, read_source, write_library_wheel
 from .names import NativeRequirement, library_name
 from .pkgconfig import flags, parse_pc
 from .registry import (
@@ -28,8 +26,9 @@ from .registry import (
     installed_record,
     site_dirs,
 )
-from .stub import STUB_FILE, render_stub
-from .wheelfile import write_atomic
+
+if TYPE_CHECKING:
+    from .libwheel import LibraryPlan
 
 #: Version of the ``--json`` output schemas (docs/cli-json.md).
 JSON_FORMAT = 1
@@ -93,6 +92,7 @@ def _plan_from_recipe(a: argparse.Namespace, out: TextIO) -> LibraryPlan:
 
     from packaging.tags import sys_tags
 
+    from .libwheel import plan_library
     from .recipe_build import check_abi, fetch_source, recipe_source
     from .recipes import load_registry
 
@@ -114,6 +114,8 @@ def _plan_from_recipe(a: argparse.Namespace, out: TextIO) -> LibraryPlan:
 
 
 def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
+    from .libwheel import plan_library, read_source, write_library_wheel
+
     if a.source is None:
         plan = _plan_from_recipe(a, out)
     elif a.lib_version is None:
@@ -131,6 +133,8 @@ def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
 
 
 def _pkg_config(a: argparse.Namespace, out: TextIO) -> int:
+    from .build import NO_LIBRARY_PHASES, PHASE_VAR  # the backend's phase marker
+
     name = library_name(a.name)
     lib = find_library(name, site_dirs())
     if lib is None:
@@ -185,11 +189,15 @@ def _inventory(a: argparse.Namespace) -> tuple[list[dict[str, Any]], list[Dllreg
     libraries, errors = installed_libraries(dirs)
     consumers, cerrors = installed_consumers(dirs)
     first = effective(libraries)
+    wanted: dict[str, list[tuple[Consumer, NativeRequirement]]] = {}
+    for c in consumers:  # one pass, so the work grows with libraries + requirements
+        for r in c.requires:
+            wanted.setdefault(r.name, []).append((c, r))
     rows = []
     for lib in libraries:
         users = [{"name": c.name, "version": c.version, "requirement": str(r),
                   "satisfied": r.accepts(lib.manifest.version)}
-                 for c in consumers for r in c.requires if r.name == lib.manifest.name]
+                 for c, r in wanted.get(lib.manifest.name, ())]
         rows.append(_library_json(lib, users, first[lib.manifest.name] is not lib))
     return rows, errors + cerrors
 
@@ -278,6 +286,9 @@ def _check(a: argparse.Namespace, out: TextIO) -> int:
 
 
 def _stub(a: argparse.Namespace, out: TextIO) -> int:
+    from .stub import STUB_FILE, render_stub
+    from .wheelfile import write_atomic
+
     requires = [NativeRequirement.parse(r) for r in a.requires]
     target = a.root.joinpath(*a.package.split("."))
     if not (target / "__init__.py").is_file():

@@ -79,8 +79,8 @@ def _read_manifest(path):
     with open(path, "rb") as f:  # binary + decode: no TextIOWrapper to build
         text = f.read().decode("utf-8")
     version, libs, reqs, dll_dirs = None, [], [], []
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
+    for line in text.split("\n"):  # only \n ends a line, as in manifest.py
+        key, _, value = line.rstrip("\r").partition(": ")
         if key == "Version":
             version = value
         elif key == "Library":  # PATH, runtime name, sha256, needed

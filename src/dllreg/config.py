@@ -43,7 +43,8 @@ def _fail(key: str, problem: str, fix: str) -> ConfigError:
 
 def parse_config(pyproject: dict[str, Any]) -> ConsumerConfig:
     """Validate the ``[tool.dllreg]`` table of an already-parsed pyproject.toml."""
-    table = pyproject.get("tool", {}).get("dllreg")
+    tool = pyproject.get("tool", {})
+    table = tool.get("dllreg") if isinstance(tool, dict) else None
     if not isinstance(table, dict):
         raise ConfigError(
             "pyproject.toml: no [tool.dllreg] table; the dllreg.build backend needs one, e.g.\n"
@@ -86,7 +87,7 @@ def load_config(source_dir: Path) -> ConsumerConfig:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; dllreg.build reads [tool.dllreg] from it") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     config = parse_config(data)
     if "external" not in data:

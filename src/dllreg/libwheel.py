@@ -68,7 +68,7 @@ def read_source(path: Path) -> Source:
         for file in iter_files(path):
             if file.is_file():
                 files.append(SourceFile(file.relative_to(path).as_posix(), file.read_bytes()))
-        return Source(f"directory {path}", tuple(files))
+        return Source(f"directory {_printable(str(path))}", tuple(files))
     if path.suffix == ".whl" and path.is_file():
         try:
             _, _, _, tags = parse_wheel_filename(path.name)
@@ -80,10 +80,15 @@ def read_source(path: Path) -> Source:
             files = [SourceFile(i.filename, read_member(zf, i, str(path)))
                      for i in members if not i.is_dir()]
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return Source(f"wheel {path.name} sha256={digest}", tuple(files), platform)
+        return Source(f"wheel {_printable(path.name)} sha256={digest}", tuple(files), platform)
     raise PackageLibError(
         f"--from {path}: expected a wheel (.whl) or a directory holding shared libraries"
     )
+
+
+def _printable(text: str) -> str:
+    """A path for the manifest's one-line Source field (no line or control characters)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _include_path(path: str) -> str | None:

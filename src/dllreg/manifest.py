@@ -42,6 +42,9 @@ class Manifest:
     generator: str = ""
 
     def to_text(self) -> str:
+        for value in (self.name, self.version, self.platform, self.generator, self.source):
+            if any(c in value for c in "\r\n"):
+                raise ManifestError(f"manifest value {value!r} contains a line break")
         lines = [
             f"Manifest-Version: {FORMAT_VERSION}",
             f"Name: {self.name}",
@@ -87,7 +90,9 @@ def _check_relpath(path: str) -> str:
 def _parse(text: str) -> Manifest:
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {k: [] for k in _MULTI}
-    for number, line in enumerate(text.splitlines(), 1):
+    # Only \n ends a line (str.splitlines would also break at \x1c, \x85, \u2028...).
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip() or line.startswith("#"):
             continue
         key, sep, value = line.partition(": ")

@@ -13,6 +13,7 @@ from .errors import DllregError
 from .manifest import Manifest
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+_MAX_VALUE = 64 * 1024
 
 
 def link_flags(manifest: Manifest, platform: str) -> str:
@@ -71,17 +72,24 @@ def parse_pc(text: str, pcfiledir: str, origin: str) -> tuple[dict[str, str], di
     """Variables and fields of a .pc file, with ``${var}`` expanded."""
     variables = {"pcfiledir": pcfiledir}
     fields: dict[str, str] = {}
+    expanded: dict[str, str] = {}  # each variable expanded once: no exponential blow-up
 
-    def expand(value: str, depth: int = 0) -> str:
-        if depth > 32:
-            raise DllregError(f"{origin}: variables refer to each other in a loop")
-
+    def expand(value: str, active: tuple[str, ...] = ()) -> str:
         def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in variables:
-                raise DllregError(f"{origin}: undefined variable ${{{m.group(1)}}}")
-            return expand(variables[m.group(1)], depth + 1)
+            name = m.group(1)
+            if name in active or len(active) > 64:
+                raise DllregError(f"{origin}: variables refer to each other in a loop (or nest "
+                                  f"more than 64 deep): {' -> '.join((*active, name))}")
+            if name not in variables:
+                raise DllregError(f"{origin}: undefined variable ${{{name}}}")
+            if name not in expanded:
+                expanded[name] = expand(variables[name], (*active, name))
+            return expanded[name]
 
-        return _VAR.sub(sub, value)
+        out = _VAR.sub(sub, value)
+        if len(out) > _MAX_VALUE:
+            raise DllregError(f"{origin}: a value expands to more than {_MAX_VALUE} characters")
+        return out
 
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -93,6 +101,7 @@ def parse_pc(text: str, pcfiledir: str, origin: str) -> tuple[dict[str, str], di
         key, sep, value = m.groups()
         if sep == "=":
             variables[key] = value
+            expanded.clear()  # a (re)definition may change what earlier expansions meant
         else:
             fields[key] = expand(value)
     return {k: expand(v) for k, v in variables.items()}, fields

@@ -77,6 +77,21 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> byte
     return data
 
 
+def _remove_stale_parts(directory: Path) -> None:
+    """Delete temporary wheels left by writers that were killed: their pid is in the name and
+    that process is gone. Parts of live writers (parallel runs) are left alone."""
+    for part in directory.glob(".dllreg-*-*.whl.part"):
+        pid = part.name.split("-")[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except OSError:  # alive but not ours (PermissionError), or a platform without kill(0)
+            continue
+
+
 class WheelWriter:
     """Writes a wheel to a temporary file next to ``path`` and renames it on success.
 
@@ -90,7 +105,9 @@ class WheelWriter:
         self._records: list[tuple[str, str, str]] = []
         self._names: set[str] = set()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".dllreg-", suffix=".whl.part", dir=path.parent)
+        _remove_stale_parts(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".dllreg-{os.getpid()}-", suffix=".whl.part",
+                                   dir=path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)

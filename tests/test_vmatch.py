@@ -1,5 +1,10 @@
 """dllreg._vmatch.spec_contains must agree exactly with packaging's SpecifierSet.
 
+The reference is packaging 26.3, pinned in the test extra: packaging's own edge cases move
+between releases (26.3 changed ~= prefixes, 26.4 changed ===/non-ASCII handling), and the
+stub's matcher cannot follow the version installed next to it. Moving the pin means
+re-checking this file.
+
 The reference is ``SpecifierSet(spec).contains(version, prereleases=True)``; an invalid
 specifier is ``InvalidSpecifier`` there and ``ValueError`` here.  The module is loaded by
 exec'ing its source into a fresh namespace, exactly as the stub pastes it.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import bench_env, sh, stats, wall
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
@@ -94,20 +94,6 @@ print(*out)
 """
 
 
-def sh(*cmd: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd)
-    if proc.returncode:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def bench_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "DLLREG_")) and k != "LD_LIBRARY_PATH"}
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    return env
-
-
 def build_ext(pkg_dir: Path, info: dict[str, str], link: list[str]) -> Path:
     src = pkg_dir.parent.parent / f"{pkg_dir.name}_ext.c"
     src.write_text(EXT_C)
@@ -170,21 +156,6 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]
     fail = subprocess.run([py, "-c", probe], capture_output=True, env=env, cwd=cwd)
     assert fail.returncode and b"libbench.so.1" in fail.stderr, fail
     return py, site, {"lib": lib, "stub2": site / "benchstub2" / STUB_FILE, "cwd": cwd}
-
-
-def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
-    t0 = time.perf_counter_ns()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
-    dt = time.perf_counter_ns() - t0
-    if proc.returncode:
-        raise SystemExit(f"failed: {cmd}")
-    return dt
-
-
-def stats(ns: list[float], unit: float) -> dict[str, float]:
-    q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
-    return {"median": round(med / unit, 4), "q1": round(q1 / unit, 4),
-            "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}
 
 
 def measure(runs: int, py: Path, site: Path, files: dict[str, Path],

@@ -15,13 +15,9 @@ Run: .venv/bin/python benchmarks/scale.py [--runs N] [--list-runs N] [--json]. S
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +25,21 @@ import zipfile
 from pathlib import Path
 
 import packaging
+from _bench import bench_env, sh, stats, wall
 
 import dllreg
 from dllreg.consumer import insert_stub_import
 from dllreg.libwheel import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
 from dllreg.stub import STUB_FILE, render_stub
+from dllreg.wheelfile import record_hash
 
 LIB_C = "int bench_answer(void) { return 42; }\n"
+
+
+def _record_entry(data: bytes) -> str:
+    return f"{record_hash(data)},{len(data)}"
+
 PLACEHOLDER = "zzlibname"  # the library name in the template wheel, replaced per library
 N_LIBS, N_CONSUMERS, N_SITES = 1000, 200, 3
 TARGET = f"lib{N_LIBS - 1:04d}"  # the library the stub requires: in the last site dir
@@ -64,25 +67,6 @@ WALL = {"python -c pass": ["-c", "pass"], "dllreg --version": ["-m", "dllreg", "
                                                                         "--json"]}
 
 
-def sh(*cmd: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd)
-    if proc.returncode:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def bench_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "DLLREG_")) and k != "LD_LIBRARY_PATH"}
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    return env
-
-
-def record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest},{len(data)}"
-
-
 def template(root: Path) -> dict[str, bytes]:
     """The library wheel's files (path -> bytes), built once through dllreg's real code path."""
     libsrc, dist = root / "libsrc", root / "dist"
@@ -106,10 +90,10 @@ def install_library(site: Path, name: str, files: dict[str, bytes]) -> None:
         if not rel.endswith((".so", ".so.1")):
             data = data.replace(PLACEHOLDER.encode(), name.encode())
         _write(site / rel, data)
-        rows.append(f"{rel},{record_hash(data)}")
+        rows.append(f"{rel},{_record_entry(data)}")
     installer = b"pip\n"
     _write(site / dist_info / "INSTALLER", installer)
-    rows += [f"{dist_info}/INSTALLER,{record_hash(installer)}", f"{dist_info}/RECORD,,"]
+    rows += [f"{dist_info}/INSTALLER,{_record_entry(installer)}", f"{dist_info}/RECORD,,"]
     _write(site / dist_info / "RECORD", ("\n".join(rows) + "\n").encode())
 
 
@@ -122,7 +106,7 @@ def install_consumer(site: Path, i: int) -> None:
     rows = []
     for fname, data in files.items():
         _write(dist_info / fname, data)
-        rows.append(f"{dist_info.name}/{fname},{record_hash(data)}")
+        rows.append(f"{dist_info.name}/{fname},{_record_entry(data)}")
     _write(dist_info / "RECORD", ("\n".join([*rows, f"{dist_info.name}/RECORD,,"]) + "\n").encode())
 
 
@@ -167,21 +151,6 @@ def make_env(root: Path, n_libs: int, n_consumers: int, files: dict[str, bytes],
     n_users = sum(len(r["consumers"]) for r in listing["libraries"])
     assert n_users == 3 * n_consumers, n_users
     return {"py": py, "cwd": cwd, "sites": sites, "lib": lib, "pkgdir": pkg}
-
-
-def stats(ns: list[float], unit: float) -> dict[str, float]:
-    q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
-    return {"median": round(med / unit, 4), "q1": round(q1 / unit, 4),
-            "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}
-
-
-def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
-    t0 = time.perf_counter_ns()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
-    dt = time.perf_counter_ns() - t0
-    if proc.returncode:
-        raise SystemExit(f"failed: {cmd}")
-    return dt
 
 
 def measure(runs: int, list_runs: int, envs: dict[str, dict], env: dict[str, str]) -> dict:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
@@ -36,3 +42,25 @@ def stats(ns: list[float], unit: float) -> dict[str, float]:
     q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
     return {"median": round(med / unit, 4), "q1": round(q1 / unit, 4),
             "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}
+
+
+def run(prefix: str, keep: bool, as_json: bool, body: Callable[[Path, dict[str, str]], dict[str, Any]],
+        report: Callable[[dict[str, Any], float], None]) -> int:
+    """Run ``body(temp_dir, env)`` in a fresh temp dir (kept with ``keep``), then print its
+    result as JSON or through ``report``."""
+    start = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = body(root, bench_env())
+    finally:
+        if keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    elapsed = time.perf_counter() - start
+    result["total_runtime_s"] = round(elapsed, 1)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        report(result, elapsed)
+    return 0

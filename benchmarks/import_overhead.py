@@ -17,11 +17,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from _bench import bench_env, sh, stats, wall
+from _bench import run, sh, stats, wall
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
@@ -248,24 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.runs < 4:
         ap.error("--runs must be at least 4")
-    start = time.perf_counter()
-    env = bench_env()
-    root = Path(tempfile.mkdtemp(prefix="dllreg-bench-"))
-    try:
+    def body(root: Path, env: dict[str, str]) -> dict:
         py, site, files = setup(root, env)
-        result = measure(args.runs, py, site, files, env)
-    finally:
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    elapsed = time.perf_counter() - start
-    result["total_runtime_s"] = round(elapsed, 1)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        report(result, elapsed)
-    return 0
+        return measure(args.runs, py, site, files, env)
+
+    return run("dllreg-bench-", args.keep, args.json, body, report)
 
 
 if __name__ == "__main__":

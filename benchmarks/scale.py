@@ -19,13 +19,11 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 import packaging
-from _bench import bench_env, sh, stats, wall
+from _bench import run, sh, stats, wall
 
 import dllreg
 from dllreg.consumer import insert_stub_import
@@ -237,28 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.runs < 4 or args.list_runs < 4:
         ap.error("--runs and --list-runs must be at least 4")
-    start = time.perf_counter()
-    env = bench_env()
-    root = Path(tempfile.mkdtemp(prefix="dllreg-scale-"))
-    try:
+    def body(root: Path, env: dict[str, str]) -> dict:
         files = template(root)
         envs = {}
         for n_libs, n_cons in ((1, 0), (N_LIBS, N_CONSUMERS)):
             (root / f"env{n_libs}").mkdir()
             envs[str(n_libs)] = make_env(root / f"env{n_libs}", n_libs, n_cons, files, env)
-        result = measure(args.runs, args.list_runs, envs, env)
-    finally:
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    elapsed = time.perf_counter() - start
-    result["total_runtime_s"] = round(elapsed, 1)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        report(result, elapsed)
-    return 0
+        return measure(args.runs, args.list_runs, envs, env)
+
+    return run("dllreg-scale-", args.keep, args.json, body, report)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--requires", action="append", required=True)
     st.add_argument("--root", type=Path, default=Path("."),
                     help="directory holding the package (default: .)")
+    for module in _command_modules():
+        module.add_parsers(sub)
     return p
+
+
+#: Modules with more commands: each has ``add_parsers(subparsers)`` and ``COMMANDS`` (name ->
+#: function(args, out) -> exit code), and imports its heavy dependencies inside the commands.
+_MORE_COMMANDS: tuple[str, ...] = ()
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(f"{__package__}.{m}") for m in _MORE_COMMANDS]
 
 
 def _plan_from_recipe(a: argparse.Namespace, out: TextIO) -> LibraryPlan:
@@ -323,7 +336,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return _COMMANDS[args.command](args, out or sys.stdout)
+        commands = dict(_COMMANDS)
+        for module in _command_modules():
+            commands.update(module.COMMANDS)
+        return commands[args.command](args, out or sys.stdout)
     except DllregError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

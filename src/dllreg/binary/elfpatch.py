@@ -1,4 +1,5 @@
-"""Remove RPATH/RUNPATH entries from an ELF image, in place, without moving anything.
+"""Remove RPATH/RUNPATH entries from an ELF image, in place, without moving anything; rename
+needed libraries (``replace_needed``, with the renaming itself in elfneeded.py).
 
 Pure Python, stdlib only, ELF32/ELF64 in either byte order, like elf.py. The edits are first
 recorded as data (``plan_runpath_edits``), then applied (``apply_edits``): a shortened string
@@ -13,11 +14,13 @@ import dataclasses
 import os.path
 import posixpath
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from .elf import ELFError, is_elf
+from .elfneeded import rename_needed
 
-__all__ = ["Edit", "apply_edits", "build_time_entry", "drop_runpath", "plan_runpath_edits"]
+__all__ = ["Edit", "apply_edits", "build_time_entry", "drop_runpath", "plan_runpath_edits",
+           "replace_needed"]
 
 _PT_LOAD, _PT_DYNAMIC, _SHT_DYNSYM = 1, 2, 11
 _DT_NULL, _DT_STRTAB, _DT_STRSZ, _DT_RPATH, _DT_RUNPATH = 0, 5, 10, 15, 29
@@ -145,6 +148,21 @@ def drop_runpath(data: bytes, drop: Callable[[str], bool]) -> bytes | None:
     """*data* without the RPATH/RUNPATH entries ``drop`` selects; None if nothing is dropped."""
     edits = plan_runpath_edits(data, drop)
     return apply_edits(data, edits) if edits else None
+
+
+def replace_needed(data: bytes, renames: Mapping[str, str], *,
+                   drop_rpath: Callable[[str], bool] | None = None) -> bytes:
+    """*data* needing ``renames[old]`` wherever it needed ``old`` (DT_NEEDED and the version
+    requirements' file names), without the RPATH/RUNPATH entries ``drop_rpath`` selects.
+
+    Input with nothing to change comes back as equal bytes. The new names are written over the
+    old ones when they fit and are not shared; otherwise the file grows by a new string table
+    (see elfneeded.py). Malformed input raises ELFError.
+    """
+    out = rename_needed(data, renames) if renames else data
+    if drop_rpath is not None:
+        out = drop_runpath(out, drop_rpath) or out
+    return out
 
 
 def _under(path: str, root: str) -> bool:

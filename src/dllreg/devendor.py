@@ -1,0 +1,461 @@
+"""``devendor``: decide, per vendored library of repaired wheels, what becomes of it.
+
+Pure: input wheels (already read and checked by devendor_read), the recipe registry and the
+available library wheels in; a ``DevendorPlan`` out. Each library in a ``<dist>.libs/``
+directory is **substituted** by a registry library (its recipe matches and the substitute
+exports every symbol the wheel's binaries import from the copy), **packaged** as a library
+wheel of its own (name and version from the file, docs/devendor.md), **dropped** (only
+substituted or dropped libraries need it) or **kept** vendored, with the reason.
+devendor_write.py turns the plan into bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+
+from packaging.utils import parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .devendor_read import DevendorError, InputWheel, LibraryWheel
+from .errors import DllregError
+from .inspect import Member, Report, inspect_binary, inspect_wheel_members
+from .names import NativeRequirement, library_name
+from .recipe_build import platform_family
+from .recipes import Recipe, Registry
+
+__all__ = ["Decision", "DevendorError", "DevendorPlan", "NewLibrary", "WheelPlan", "derived_identity",
+           "plan_devendor", "unmangle"]
+
+ACTIONS = ("substitute", "package", "drop", "keep")
+# auditwheel appends -<8 hex> (sometimes twice: a library repaired again), delvewheel -<32 hex>.
+_HASHES = re.compile(r"(?:-[0-9a-f]{8}|-[0-9a-f]{32})+$")
+_SUFFIX = re.compile(r"\.(?:so(?=\.|$)|dll$|dylib$|pyd$)", re.IGNORECASE)
+_LIKE_BINARY = re.compile(r"\.(so(\.\d+)*|dll|pyd|dylib)$", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    member: str  # the vendored wheel member
+    action: str  # one of ACTIONS
+    reason: str
+    size: int = 0
+    library: str | None = None  # substitute / package: the registry library
+    version: str | None = None
+    runtime: str | None = None  # the name binaries need after the rewrite
+
+    @property
+    def requirement(self) -> NativeRequirement | None:
+        if self.library is None or self.version is None:
+            return None
+        public = Version(self.version).public
+        exact = self.action == "package" or public != self.version  # >= takes no local label
+        return NativeRequirement(self.library, f"=={self.version}" if exact else f">={public}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NewLibrary:
+    """A library wheel to build from a vendored copy (action ``package``)."""
+
+    name: str
+    version: str
+    runtime: str
+    wheel: str  # the input wheel it comes from
+    member: str
+    platform: str
+    sha256: str
+    renames: tuple[tuple[str, str], ...]  # its own needed names -> registry runtime names
+    requires: tuple[NativeRequirement, ...]
+    users: tuple[str, ...] = ()  # input wheels that need it
+
+
+@dataclasses.dataclass(frozen=True)
+class WheelPlan:
+    wheel: InputWheel
+    tool: str | None
+    decisions: tuple[Decision, ...]
+    removed: tuple[str, ...]  # members that leave the wheel
+    renames: tuple[tuple[str, str], ...]  # needed name -> new runtime name, for remaining binaries
+    emptied: tuple[str, ...]  # libs dirs (as installed) that no longer exist
+    patch_file: str | None  # delvewheel's __init__.py, when its patch must go
+    requires: tuple[NativeRequirement, ...]
+    binaries: tuple[str, ...]  # remaining binary members that need a rewrite
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.removed)
+
+    @property
+    def bytes_before(self) -> int:
+        return sum(d.size for d in self.decisions)
+
+    @property
+    def bytes_after(self) -> int:
+        return sum(d.size for d in self.decisions if d.action == "keep")
+
+
+@dataclasses.dataclass(frozen=True)
+class DevendorPlan:
+    wheels: tuple[WheelPlan, ...]
+    libraries: tuple[NewLibrary, ...]
+    substitutes: tuple[LibraryWheel, ...]  # library wheels the output needs next to it
+    missing: tuple[str, ...] = ()  # recipes that matched but had no library wheel
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lib:
+    """A vendored library with what the planner needs to know about it."""
+
+    member: str
+    installed: str
+    runtime: str  # SONAME (ELF), file name (PE), install name (Mach-O): what users need
+    format: str
+    arch: str
+    size: int
+    sha256: str
+    exported: frozenset[str]
+    needs: tuple[str, ...]  # members of other vendored libraries it needs
+    users: tuple[str, ...]  # members (any binary of the wheel) that need it
+    imported: frozenset[str]  # symbols its users import from it
+
+
+def unmangle(filename: str) -> str:
+    """``libfoo-1a2b3c4d.so.1.2`` -> ``libfoo.so.1.2``; ``msvcp140-<32 hex>.dll`` -> ``msvcp140.dll``."""
+    m = _SUFFIX.search(filename)
+    if not m:
+        return _HASHES.sub("", filename)
+    return _HASHES.sub("", filename[:m.start()]) + filename[m.start():]
+
+
+def derived_identity(filename: str, exported: frozenset[str]) -> tuple[str, str]:
+    """(library name, version) of a vendored file that no recipe covers (docs/devendor.md)."""
+    plain = unmangle(filename)
+    m = _SUFFIX.search(plain)
+    stem, suffix = (plain[:m.start()], plain[m.end():]) if m else (plain, "")
+    if stem.lower().startswith("lib") and len(stem) > 3:
+        stem = stem[3:]
+    numbers = re.match(r"\.(\d+(?:\.\d+)*)", suffix)
+    trailing = re.search(r"[-.]?(\d+(?:\.\d+)*)$", stem) if not numbers and not m else None
+    release = numbers[1] if numbers else trailing[1] if trailing else "0"
+    name = library_name(re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", stem))
+    label = hashlib.sha256("\n".join(sorted(exported)).encode()).hexdigest()[:8]
+    return name, f"{Version(release)}+s{label}"
+
+
+def _members(wheel: InputWheel) -> list[Member]:
+    out = []
+    for m in wheel.members:
+        head = m.data[:4]
+        if _LIKE_BINARY.search(m.name) or head == b"\x7fELF" or head[:2] == b"MZ":
+            try:
+                out.append(Member(m.name, len(m.data), binary=inspect_binary(m.data, m.name)))
+            except DllregError as exc:
+                out.append(Member(m.name, len(m.data), error=str(exc)))
+        elif posixpath.basename(m.name) == "__init__.py":
+            out.append(Member(m.name, len(m.data), text=m.data.decode("utf-8", "replace")))
+        else:
+            out.append(Member(m.name, len(m.data)))
+    return out
+
+
+def _symbols(data: bytes) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """(exported, imported) of one binary; PE imports are (lowercased DLL, symbol) pairs."""
+    if data[:4] == b"\x7fELF":
+        from .binary.elf import read_elf
+
+        e = read_elf(data)
+        return e.exported, frozenset(("", s) for s in e.imported)
+    if data[:2] == b"MZ":
+        from .binary.pe import read_pe
+
+        p = read_pe(data)
+        return p.exports, p.imported
+    return frozenset(), frozenset()  # Mach-O: dllreg does not read the export trie
+
+
+def analyse(wheel: InputWheel) -> tuple[Report, dict[str, _Lib]]:
+    """inspect's report of the wheel and its vendored libraries (in ``<x>.libs``/``.dylibs``)."""
+    report = inspect_wheel_members(wheel.filename, _members(wheel), {})
+    if report.errors:
+        raise DevendorError(f"{wheel.path}: cannot devendor a wheel with unreadable or mismatched "
+                            "binaries:\n  " + "\n  ".join(report.errors))
+    facts = report.wheel
+    assert facts is not None
+    data = wheel.data()
+
+    def in_libs(b_path: str) -> bool:
+        installed = b_path.split("/", 2)[2] if b_path.split("/")[0].endswith(".data") else b_path
+        return any(installed.startswith(d + "/") for d in facts.libs_dirs)
+
+    vendored = [b for b in report.binaries if in_libs(b.path)]
+    users: dict[str, list[str]] = {b.path: [] for b in vendored}
+    symbols = {b.path: _symbols(data[b.path]) for b in report.binaries}
+    imported: dict[str, set[str]] = {b.path: set() for b in vendored}
+    for b in report.binaries:
+        for need in b.needs:
+            if need.category == "vendored" and need.member in users:
+                users[need.member].append(b.path)
+                if b.format == "pe":
+                    dll = need.name.lower()
+                    imported[need.member] |= {s for d, s in symbols[b.path][1] if d == dll}
+                else:
+                    mine = symbols[need.member][0]
+                    imported[need.member] |= {s for _, s in symbols[b.path][1] if s in mine}
+    libs = {}
+    for b in vendored:
+        needs = tuple(n.member for n in b.needs if n.category == "vendored" and n.member in users)
+        installed = b.path.split("/", 2)[2] if b.path.split("/")[0].endswith(".data") else b.path
+        runtime = b.name if b.format != "pe" and b.name else posixpath.basename(b.path)
+        libs[b.path] = _Lib(b.path, installed, runtime, b.format, b.arch, b.size,
+                            hashlib.sha256(data[b.path]).hexdigest(), symbols[b.path][0], needs,
+                            tuple(dict.fromkeys(users[b.path])), frozenset(imported[b.path]))
+    return report, libs
+
+
+def _order(libs: Mapping[str, _Lib]) -> list[str]:
+    """Users before the libraries they need (a library's fate depends on its users')."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(k: str) -> None:  # post-order over "needed by": dependencies come out last
+        if k in seen:
+            return
+        seen.add(k)
+        for u in libs[k].users:
+            if u in libs:
+                visit(u)
+        out.append(k)
+
+    for k in sorted(libs):
+        visit(k)
+    return out
+
+
+def _recipes_for(lib: _Lib, family: str, registry: Registry) -> list[tuple[Recipe, str | None]]:
+    """Recipes whose vendored or runtime names match; with why the copy is not that recipe's ABI."""
+    base = posixpath.basename(lib.member)
+    plain = unmangle(posixpath.basename(lib.runtime))
+    fold = str.lower if family == "windows" else str
+    out = []
+    for r in registry.recipes:
+        abi = r.abi_for(family)
+        if abi is None:
+            continue
+        names = [fold(posixpath.basename(n)) for n in abi.runtime_names]
+        if not (any(fnmatch.fnmatchcase(fold(base), fold(g)) for g in abi.vendored_names)
+                or fold(plain) in names):
+            continue
+        absent = [s for s in abi.expected_symbols() if s not in lib.exported]
+        why = None
+        if absent and lib.format != "macho":
+            why = (f"matches recipe {r.name} by name but does not export {', '.join(absent)}"
+                   f" (not its {abi.integer or 'symbol'} ABI)")
+        out.append((r, why))
+    return out
+
+
+@dataclasses.dataclass
+class _Shared:
+    """State across input wheels: one library wheel per identical copy."""
+
+    registry: Registry
+    available: Sequence[LibraryWheel]
+    packaged: dict[str, tuple[_Lib, Decision, str]] = dataclasses.field(default_factory=dict)
+    missing: set[str] = dataclasses.field(default_factory=set)
+
+
+def _substitute(lib: _Lib, recipe: Recipe, family: str, shared: _Shared) -> tuple[Decision | None, str]:
+    fold = str.lower if family == "windows" else str
+    plain = fold(unmangle(posixpath.basename(lib.runtime)))
+    candidates = sorted((w for w in shared.available if w.name == recipe.name),
+                        key=lambda w: Version(w.version), reverse=True)
+    if not candidates:
+        shared.missing.add(recipe.name)
+        return None, (f"recipe {recipe.name} matches, but no dllreg-lib-{recipe.name} wheel was given "
+                      "(--with-lib, --find-libs or --fetch)")
+    reasons = []
+    for w in candidates:
+        if platform_family(w.platform) != family or w.arch != lib.arch:
+            reasons.append(f"{posixpath.basename(w.path)} is for {w.platform} {w.arch}")
+            continue
+        files = w.manifest.libraries
+        target = next((f for f in files if fold(posixpath.basename(f.soname)) == plain),
+                      files[-1] if len(files) == 1 else None)
+        if target is None:
+            reasons.append(f"{posixpath.basename(w.path)} has no library named like {plain}")
+            continue
+        absent = sorted(s for s in lib.imported if s not in w.exports)
+        if absent:
+            shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+            reasons.append(f"dllreg-lib-{w.name} {w.version} does not export {len(absent)} symbol(s) "
+                           f"the wheel imports from it: {shown}")
+            continue
+        return Decision(lib.member, "substitute", f"exports all {len(lib.imported)} symbols the "
+                        "wheel imports from it", lib.size, w.name, w.version, target.soname), ""
+    return None, "; ".join(reasons)
+
+
+def _package(lib: _Lib, family: str, matched: list[tuple[Recipe, str | None]], wheel: str,
+             shared: _Shared) -> Decision:
+    plain = unmangle(posixpath.basename(lib.runtime))
+    try:
+        name, version = derived_identity(posixpath.basename(lib.member), lib.exported)
+    except DllregError as exc:
+        return Decision(lib.member, "keep", f"no library name can be derived from it ({exc})", lib.size)
+    runtime = plain if lib.format != "macho" else f"@rpath/{posixpath.basename(lib.member)}"
+    for r, why in matched:  # a recipe's name and runtime name, when the copy has its ABI
+        abi = r.abi_for(family)
+        names = abi.runtime_names if abi else ()
+        if why is None and len(names) == 1 and (lib.format != "elf" or len(names[0]) <= len(lib.runtime)):
+            name, runtime = r.name, names[0]
+            break
+    if lib.format == "elf" and len(runtime) > len(lib.runtime):
+        return Decision(lib.member, "keep", f"its runtime name {runtime} is longer than its SONAME "
+                        "(cannot be rewritten in place)", lib.size)
+    same = shared.packaged.get(name)
+    if same is not None:
+        other, decision, origin = same
+        if other.sha256 == lib.sha256 or (other.exported == lib.exported and decision.version == version
+                                          and decision.runtime == runtime):
+            return dataclasses.replace(decision, member=lib.member, size=lib.size,
+                                       reason=f"identical to the copy in {origin}: one library wheel")
+        return Decision(lib.member, "keep", f"a different {runtime} (from {origin}) is already packaged "
+                        f"as {name} {decision.version}; two builds of one name cannot share a process",
+                        lib.size)
+    clash = next((o for o, d, _ in shared.packaged.values() if d.runtime == runtime), None)
+    if clash is not None:
+        return Decision(lib.member, "keep", f"runtime name {runtime} is already taken by "
+                        f"{clash.member}", lib.size)
+    decision = Decision(lib.member, "package", "no registry library stands in for it", lib.size, name,
+                        version, runtime)
+    shared.packaged[name] = (lib, decision, wheel)
+    return decision
+
+
+def _decide(wheel: InputWheel, libs: Mapping[str, _Lib], family: str, shared: _Shared,
+            forced: Mapping[str, str]) -> dict[str, Decision]:
+    decided: dict[str, Decision] = {}
+    gone = ("substitute", "drop")
+    for key in _order(libs):
+        lib = libs[key]
+        if key in forced:
+            decided[key] = Decision(key, "keep", forced[key], lib.size)
+            continue
+        live = [u for u in lib.users if u not in decided or decided[u].action not in gone]
+        if not lib.users:
+            decided[key] = Decision(key, "keep", "no binary of the wheel needs it (loaded by path at "
+                                    "run time?)", lib.size)
+        elif not live:
+            by = ", ".join(posixpath.basename(u) for u in lib.users)
+            decided[key] = Decision(key, "drop", f"only {by} needed it, and that is replaced", lib.size)
+        elif lib.format == "macho":
+            decided[key] = Decision(key, "keep", "macOS libraries are not devendored yet", lib.size)
+        else:
+            matched = _recipes_for(lib, family, shared.registry)
+            reasons = [why for _, why in matched if why]
+            for recipe, why in matched:
+                if why is None:
+                    found, reason = _substitute(lib, recipe, family, shared)
+                    if found is not None:
+                        decided[key] = found
+                        break
+                    reasons.append(reason)
+            else:
+                d = _package(lib, family, matched, wheel.filename, shared)
+                if reasons and d.action == "package":
+                    d = dataclasses.replace(d, reason="; ".join(reasons))
+                decided[key] = d
+    return decided
+
+
+def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[NewLibrary]]:
+    report, libs = analyse(wheel)
+    facts = report.wheel
+    assert facts is not None
+    platform = ".".join(facts.platforms)
+    family = platform_family(platform) if facts.platforms else "linux"
+    forced: dict[str, str] = {}
+    before = dict(shared.packaged)
+    for _ in range(len(libs) + 1):  # a packaged library cannot need one that stays vendored
+        shared.packaged = dict(before)
+        decided = _decide(wheel, libs, family, shared, forced)
+        stuck = {k: f"needs {posixpath.basename(n)}, which stays vendored" for k, d in decided.items()
+                 if d.action == "package" for n in libs[k].needs if decided[n].action == "keep"}
+        if not stuck:
+            break
+        forced.update(stuck)
+    out_of = {k for k, d in decided.items() if d.action != "keep"}
+    kept_dirs = {posixpath.dirname(libs[k].installed) for k in libs if k not in out_of}
+    emptied = tuple(d for d in facts.libs_dirs if d not in kept_dirs)
+    removed = set(out_of)
+    for m in wheel.members:  # an emptied libs dir goes entirely (delvewheel's .load-order file)
+        installed = m.name.split("/", 2)[2] if m.name.split("/")[0].endswith(".data") else m.name
+        if any(installed.startswith(d + "/") for d in emptied):
+            removed.add(m.name)
+    renames: dict[str, str] = {}
+    requires: dict[str, NativeRequirement] = {}
+    binaries = []
+    for b in report.binaries:
+        if b.path in removed:
+            continue
+        mine = [(n.name, decided[n.member]) for n in b.needs
+                if n.member in decided and decided[n.member].runtime]
+        for need, d in mine:
+            renames[need] = d.runtime or need
+            req = d.requirement
+            if req is not None:
+                requires[req.name] = req
+        if mine or (b.format == "elf" and emptied and (b.rpath or b.runpath)):
+            binaries.append(b.path)
+    new_libs = []
+    for k, d in decided.items():
+        if d.action != "package" or shared.packaged.get(d.library or "", (None, None, ""))[0] is not libs[k]:
+            continue
+        deps = [(n.name, decided[n.member]) for b in report.binaries if b.path == k for n in b.needs
+                if n.member in decided and decided[n.member].runtime]
+        reqs = tuple(r for _, dd in deps if (r := dd.requirement) is not None)
+        new_libs.append(NewLibrary(d.library or "", d.version or "", d.runtime or "", wheel.filename, k,
+                                   platform, libs[k].sha256,
+                                   tuple((n, dd.runtime or n) for n, dd in deps), reqs))
+    patch = facts.patch_file if facts.patch_file and emptied == tuple(facts.libs_dirs) else None
+    order = [d for d in decided.values()]
+    order.sort(key=lambda d: (ACTIONS.index(d.action), d.member))
+    plan = WheelPlan(wheel, facts.tool, tuple(order), tuple(m.name for m in wheel.members
+                                                             if m.name in removed),
+                     tuple(sorted(renames.items())), emptied, patch,
+                     tuple(requires[n] for n in sorted(requires)), tuple(binaries))
+    return plan, new_libs
+
+
+def plan_devendor(wheels: Sequence[InputWheel], registry: Registry,
+                  available: Sequence[LibraryWheel] = ()) -> DevendorPlan:
+    """Decide for every vendored library of every input wheel; identical copies are packaged once."""
+    names = [parse_wheel_filename(w.filename)[0] for w in wheels]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise DevendorError(f"two input wheels of {', '.join(sorted(dupes))}: give one wheel per project")
+    shared = _Shared(registry, available)
+    plans, libraries = [], []
+    for w in wheels:
+        plan, new = _plan_wheel(w, shared)
+        plans.append(plan)
+        libraries += new
+    users: dict[str, list[str]] = {}
+    for p in plans:
+        for r in p.requires:
+            users.setdefault(r.name, []).append(p.wheel.filename)
+    libraries = [dataclasses.replace(lib, users=tuple(users.get(lib.name, ()))) for lib in libraries]
+    used = {d.library for p in plans for d in p.decisions if d.action == "substitute"}
+    substitutes = []
+    for name in sorted(n for n in used if n):
+        version = max((d.version or "0" for p in plans for d in p.decisions
+                       if d.action == "substitute" and d.library == name), key=Version)
+        substitutes.append(next(w for w in available if w.name == name and w.version == version))
+    try:
+        return DevendorPlan(tuple(plans), tuple(libraries), tuple(substitutes), tuple(sorted(shared.missing)))
+    except InvalidVersion as exc:  # pragma: no cover - versions were parsed on the way
+        raise DevendorError(str(exc)) from None

@@ -1,0 +1,188 @@
+"""``devendor``'s outputs: the plan (devendor.py) turned into wheel contents, then written.
+
+``build_outputs`` is pure: it patches binaries in memory (elfpatch/pepatch, ``set_soname``),
+removes the ``.libs`` directory and delvewheel's patch, adds the stubs through consumer.py and
+plans the library wheels with libwheel.py. ``write_outputs`` is the only function that touches
+the output directory, and it runs only once every output exists in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .binary.elf import ELFError
+from .consumer import OutMember, consumer_changes, write_members
+from .devendor import DevendorPlan, NewLibrary, WheelPlan
+from .devendor_read import DevendorError, LibraryWheel
+from .errors import DllregError
+from .libwheel import LibraryPlan, Source, SourceFile, plan_library, write_library_wheel
+from .wheelfile import publish
+
+_PATCH = re.compile(r"[ \t]*# start delvewheel patch.*?# end delvewheel patch[^\n]*\n?", re.S)
+_SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # they sign the old RECORD
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerOutput:
+    plan: WheelPlan
+    dist_info: str
+    members: tuple[OutMember, ...]
+    notes: tuple[str, ...] = ()  # e.g. "signature removed from X"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    consumers: tuple[ConsumerOutput, ...]
+    libraries: tuple[tuple[NewLibrary, LibraryPlan], ...]
+    substitutes: tuple[LibraryWheel, ...]
+
+
+def set_soname(data: bytes, soname: str) -> bytes:
+    """*data* with its DT_SONAME overwritten in place by a name that is not longer.
+
+    Refused (ELFError) when other strings share the old name's bytes or no SONAME exists;
+    references to the same string (verdef's base name) are renamed with it, as they should.
+    """
+    from .binary.elfneeded import _parse, _string_end  # the patcher's own ELF model
+
+    img = _parse(data)
+    r = img.r
+    value = None
+    for at in range(img.dyn_offset, len(data) - r.dyn.size + 1, r.dyn.size):
+        tag, val = r.dyn.unpack_from(data, at)
+        if tag == 0:
+            break
+        if tag == 14:  # DT_SONAME
+            value = val
+            break
+    if value is None:
+        raise ELFError("no DT_SONAME to rewrite")
+    start, nul = img.strtab + value, _string_end(data, img, value)
+    new = soname.encode("utf-8", "surrogateescape")
+    first = max(data.rfind(b"\0", img.strtab, start) + 1, img.strtab)
+    shared = any(first <= img.strtab + ref.offset < nul for ref in img.refs if ref.offset != value)
+    if len(new) > nul - start or not new or b"\0" in new or shared or not img.exact:
+        raise ELFError(f"the SONAME cannot become {soname!r} in place (longer, or its bytes are shared)")
+    out = bytearray(data)
+    out[start:nul] = new.ljust(nul - start, b"\0")
+    return bytes(out)
+
+
+def _installed(member: str) -> str:
+    parts = member.split("/")
+    return "/".join(parts[2:]) if len(parts) > 2 and parts[0].endswith(".data") else member
+
+
+def _drop_into(member: str, emptied: tuple[str, ...]) -> Callable[[str], bool]:
+    """Selects the $ORIGIN-relative rpath entries of ``member`` that point into a removed dir."""
+    here = posixpath.dirname(_installed(member))
+
+    def drop(entry: str) -> bool:
+        for token in ("${ORIGIN}", "$ORIGIN"):
+            if entry.startswith(token):
+                path = posixpath.normpath(posixpath.join(here, "./" + entry[len(token):]))
+                return path in emptied
+        return False
+
+    return drop
+
+
+def _patch_binary(name: str, data: bytes, renames: dict[str, str],
+                  drop: Callable[[str], bool] | None) -> tuple[bytes, str | None]:
+    """(patched bytes, note) of one binary; the note says a signature was removed."""
+    if data[:4] == b"\x7fELF":
+        from .binary.elfpatch import replace_needed
+
+        return replace_needed(data, renames, drop_rpath=drop), None
+    if data[:2] == b"MZ":
+        from .binary.pepatch import rename_imports
+
+        result = rename_imports(data, renames)
+        return result.data, (f"{name}: its Authenticode signature was removed (the import table "
+                             "changed)" if result.signature_removed else None)
+    raise DevendorError(f"{name}: only ELF and PE binaries can be rewritten")
+
+
+def _consumer(wp: WheelPlan) -> ConsumerOutput:
+    origin = wp.wheel.filename
+    data = {m.name: m.data for m in wp.wheel.members if m.name not in wp.removed}
+    renames = dict(wp.renames)
+    notes = []
+    try:
+        for name in wp.binaries:
+            data[name], note = _patch_binary(name, data[name], renames, _drop_into(name, wp.emptied))
+            notes += [note] if note else []
+    except (ELFError, ValueError) as exc:  # the patchers' errors are ValueError subclasses
+        raise DevendorError(f"{origin}: {name}: cannot rewrite it: {exc}") from None
+    if wp.patch_file:  # delvewheel's add_dll_directory points at the removed .libs directory
+        text = data[wp.patch_file].decode("utf-8")
+        data[wp.patch_file] = _PATCH.sub("", text, count=1).encode("utf-8")
+    try:
+        dist_info, changes = consumer_changes(origin, data, wp.requires, wp.requires)
+    except DllregError as exc:
+        raise DevendorError(str(exc)) from None
+    for sig in _SIGNATURES:
+        data.pop(f"{dist_info}/{sig}", None)
+    by_name = {m.name: m for m in wp.wheel.members}
+    members: list[OutMember] = [(n, changes.pop(n, d), by_name[n].executable, by_name[n].date_time)
+                                for n, d in data.items()]
+    members += [(n, d, False, None) for n, d in changes.items()]
+    return ConsumerOutput(wp, dist_info, tuple(members), tuple(notes))
+
+
+def _library(nl: NewLibrary, source: bytes) -> LibraryPlan:
+    where = f"{nl.wheel}: {nl.member}"
+    try:
+        if source[:4] == b"\x7fELF":  # every rpath goes: the stub preloads what it needs
+            patched, _ = _patch_binary(nl.member, source, dict(nl.renames), lambda entry: True)
+            patched = set_soname(patched, nl.runtime)
+        else:
+            patched, _ = _patch_binary(nl.member, source, dict(nl.renames), None)
+        files = (SourceFile(f"lib/{posixpath.basename(nl.runtime)}", patched),)
+        src = Source(f"devendored from {where} sha256={nl.sha256}", files, nl.platform)
+        return plan_library(src, nl.name, nl.version, requires=[str(r) for r in nl.requires])
+    except (ELFError, ValueError, DllregError) as exc:
+        raise DevendorError(f"{where}: cannot package it as {nl.name} {nl.version}: {exc}") from None
+
+
+def build_outputs(plan: DevendorPlan) -> Outputs:
+    """Every output wheel's contents, in memory."""
+    wheels = {wp.wheel.filename: wp.wheel for wp in plan.wheels}
+    consumers = tuple(_consumer(wp) for wp in plan.wheels if wp.changed)
+    libraries = tuple((nl, _library(nl, wheels[nl.wheel].data()[nl.member])) for nl in plan.libraries)
+    return Outputs(consumers, libraries, plan.substitutes)
+
+
+def write_outputs(outputs: Outputs, outdir: Path) -> list[Path]:
+    """Write (atomically, file by file) the library wheels, the substitutes' copies, then the
+    consumer wheels; return the paths written."""
+    written = []
+    outdir.mkdir(parents=True, exist_ok=True)
+    for out in outputs.consumers:
+        target = (outdir / out.plan.wheel.filename).resolve()
+        if target == Path(out.plan.wheel.path).resolve():
+            raise DevendorError(f"{out.plan.wheel.path}: -o would overwrite the input; choose another "
+                                "directory")
+    for _, lp in outputs.libraries:
+        written.append(write_library_wheel(lp, outdir))
+    for sub in outputs.substitutes:
+        src, dst = Path(sub.path), outdir / Path(sub.path).name
+        if dst.exists() and dst.resolve() == src.resolve():
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=outdir)
+        try:
+            with open(fd, "wb") as f, open(src, "rb") as g:
+                shutil.copyfileobj(g, f)
+            publish(Path(tmp), dst)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        written.append(dst)
+    for out in outputs.consumers:
+        written.append(write_members(outdir / out.plan.wheel.filename, out.dist_info, out.members))
+    return written

@@ -33,7 +33,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 DOWNLOADS = ROOT / ".cache" / "downloads"
 needs_gcc = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
-SHIPPED = {"openblas", "openblas64", "gfortran", "quadmath", "msvc-runtime"}
+SHIPPED = {"openblas", "openblas64", "libopenblas", "gfortran", "quadmath", "msvc-runtime"}
 
 
 @pytest.fixture(scope="module")
@@ -277,9 +277,9 @@ def test_virtual_interfaces(registry: Registry) -> None:
 def test_unknown_depurls_get_a_did_you_mean(registry: Registry) -> None:
     with pytest.raises(RecipeError, match=r"pyproject.toml: \[external\] host-requires\[0\]: no recipe in "
                                           r"the registry has the DepURL dep:generic/openbals; did you mean "
-                                          r"openblas or openblas64\?"):
+                                          r"openblas or openblas64 or libopenblas\?"):
         requirements_from_external(external("dep:generic/openbals"), registry)
-    with pytest.raises(RecipeError, match=r"DepURL dep:generic/libffi; known: gfortran, msvc-runtime"):
+    with pytest.raises(RecipeError, match=r"DepURL dep:generic/libffi; known: gfortran, libopenblas, msvc-runtime"):
         requirements_from_external(external("dep:generic/libffi"), registry)
     assert requirements_from_external(external("dep:generic/libffi", "dep:generic/openblas"), registry,
                                       ignore_unknown=True) == [req("openblas")]
@@ -317,7 +317,7 @@ def test_reconcile_names_every_disagreement() -> None:
 
 
 def test_suggest(registry: Registry) -> None:
-    assert registry.suggest("openbals") == ["openblas", "openblas64"]
+    assert registry.suggest("openbals") == ["openblas", "openblas64", "libopenblas"]
     assert registry.suggest("libgfortran") == ["gfortran"]  # through the DepURL's name
     assert registry.suggest("dep:generic/quadmth@>=1") == ["quadmath"]
     assert registry.suggest("zlib") == []

@@ -93,7 +93,10 @@ def test_debug_says_where_it_looked(tmp_path: Path, site: Path) -> None:
     r = python("import cpkg", other, site, DLLREG_DEBUG="1")
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
-    assert lines[0] == f"dllreg: cpkg: no qsum in {site}"  # own site dir first
+    # own site dir first; in each, the registered providers and then the wheel's copy
+    assert lines[:3] == [f"dllreg: cpkg: no qsum registered by conda in {site}",
+                         f"dllreg: cpkg: no qsum registered by system in {site}",
+                         f"dllreg: cpkg: no qsum in {site}"]
     assert f"dllreg: cpkg: found qsum 3.1.4 at {other / 'dllreg.libs' / 'qsum'}" in lines
 
 

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 #: Modules with more commands: each has ``add_parsers(subparsers)`` and ``COMMANDS`` (name ->
 #: function(args, out) -> exit code), and imports its heavy dependencies inside the commands.
-_MORE_COMMANDS: tuple[str, ...] = ()
+_MORE_COMMANDS: tuple[str, ...] = ("cli_register",)
 
 
 def _command_modules() -> list[Any]:
@@ -189,7 +189,8 @@ def _library_json(lib: InstalledLibrary, consumers: list[dict[str, Any]],
     m = lib.manifest
     return {
         "name": m.name, "version": m.version, "path": str(lib.directory), "site": str(lib.site),
-        "platform": m.platform, "provider": "wheel", "shadowed": shadowed,
+        "platform": m.platform, "provider": m.provider, "registered_by": m.registered_by,
+        "shadowed": shadowed,
         "requires": [str(r) for r in m.requires],
         "files": [{"path": str(lib.file_path(f.path)), "soname": f.soname, "sha256": f.sha256}
                   for f in m.libraries],
@@ -216,14 +217,14 @@ def _inventory(a: argparse.Namespace) -> tuple[list[dict[str, Any]], list[Dllreg
 
 
 def _print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
-    table = [("NAME", "VERSION", "CONSUMERS", "PATH")]
+    table = [("NAME", "VERSION", "PROVIDER", "CONSUMERS", "PATH")]
     for r in rows:
         users = ", ".join(f"{c['name']} ({c['requirement']})" for c in r["consumers"]) or "-"
         table.append((r["name"], r["version"] + (" (shadowed)" if r["shadowed"] else ""),
-                      users, r["path"]))
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
+                      r["provider"], users, r["path"]))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3], file=out)
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4], file=out)
 
 
 def _list(a: argparse.Namespace, out: TextIO) -> int:
@@ -256,6 +257,8 @@ def _show(a: argparse.Namespace, out: TextIO) -> int:
         return 0
     r = matches[0]
     print(f"{r['name']} {r['version']} ({r['platform']})\n  path: {r['path']}", file=out)
+    by = f" (registered by {r['registered_by']})" if r["registered_by"] else ""
+    print(f"  provider: {r['provider']}{by}", file=out)
     print("  requires: " + (", ".join(r["requires"]) or "-"), file=out)
     print("  files (preload order):", file=out)
     for f in r["files"]:
@@ -283,7 +286,8 @@ def _check(a: argparse.Namespace, out: TextIO) -> int:
         return out
 
     problems = find_problems(libraries, consumers, errors + cerrors, verify=a.verify,
-                             binaries=binaries, records=installed_record)
+                             binaries=binaries, records=installed_record,
+                             prefer_env=os.environ.get("DLLREG_PREFER"))
     failed = any(p.severity == "error" for p in problems)
     if a.json:
         json.dump({"format": JSON_FORMAT, "ok": not failed,

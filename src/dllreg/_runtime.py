@@ -35,6 +35,7 @@ def _state():
         st.LibraryImportError = None  # made on first use: a new class costs ~0.1 ms at start-up
         st.names = {}  # runtime name (SONAME / DLL name) -> path: one copy of each per process
         st.windows = os.name == "nt"
+        st.prefer = _preference()  # read once per process, like the loader's environment
         st.loader = None  # test seams: loader(path, flags) and add_dll_directory(path)
         st.add_dll_directory = None
         sys.modules[_STATE] = st
@@ -73,6 +74,29 @@ def _search_dirs(own_site):
     for entry in sys.path:
         if isinstance(entry, str) and entry != own_site and os.path.isabs(entry):
             yield entry
+
+
+def _preference():
+    # DLLREG_PREFER: providers listed first, the rest in the default order conda, system, wheel
+    # (names.preference; kept in step by a test). Folder suffixes: '' is the wheel's copy.
+    default = ["conda", "system", "wheel"]
+    listed = [w.strip().lower() for w in os.environ.get("DLLREG_PREFER", "").split(",")]
+    if "registry" in listed:
+        i = listed.index("registry")
+        listed[i:i + 1] = default
+    order = [w for w in dict.fromkeys(listed) if w in default]
+    order += [p for p in default if p not in order]
+    return tuple("" if p == "wheel" else "." + p for p in order)
+
+
+def _candidates(st, own_site):
+    # Site directories in search order; within one, the providers in preference order.
+    prefer = getattr(st, "prefer", None)
+    if prefer is None:  # the record was made by an older stub
+        prefer = st.prefer = _preference()
+    for site in _search_dirs(own_site):
+        for provider in prefer:
+            yield site, provider
 
 
 def _read_manifest(path):
@@ -197,14 +221,15 @@ def _require(st, user, name, spec, own_site, chain):
     if name in chain:
         raise _fail(user, "cycle", name=name, spec=spec, chain=[*chain, name])
     seen = []
-    for site in _search_dirs(own_site):
-        lib_dir = os.path.join(site, _REGISTRY, name)
+    for site, provider in _candidates(st, own_site):
+        lib_dir = os.path.join(site, _REGISTRY, name + provider)
         manifest = os.path.join(lib_dir, "MANIFEST")
         try:
             version, libs, reqs, dll_dirs = _read_manifest(manifest)
         except FileNotFoundError:
             if _DEBUG:
-                _say("%s: no %s in %s" % (user, name, site))
+                _say("%s: no %s%s in %s" % (
+                    user, name, provider and " registered by " + provider[1:], site))
             continue
         except (OSError, ValueError, UnicodeError, IndexError) as exc:
             raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
@@ -225,7 +250,8 @@ def _require(st, user, name, spec, own_site, chain):
                 directory = os.path.join(lib_dir, *rel.split("/"))
                 rec["dll_dirs"].append((directory, add(directory)))
         for rel, runtime_name, sha256, needed in libs:
-            path = os.path.join(lib_dir, *rel.split("/"))
+            # An external provider's files are recorded by absolute path (docs/providers.md).
+            path = rel if provider and os.path.isabs(rel) else os.path.join(lib_dir, *rel.split("/"))
             if _VERIFY and _sha256(path) != sha256:
                 raise _fail(user, "integrity", name=name, spec=spec, path=path)
             key = runtime_name.lower() if st.windows else runtime_name

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .binary import BinaryInfo
 from .errors import DllregError
-from .names import NativeRequirement
-from .registry import Consumer, InstalledLibrary
+from .names import DEFAULT_PREFERENCE, NativeRequirement
+from .registry import BadRegistration, Consumer, InstalledLibrary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +105,12 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
                   read_errors: Sequence[DllregError], *, verify: bool = False,
                   hasher: Callable[[Path], str] = _sha256,
                   binaries: Callable[[Consumer], Sequence[tuple[str, BinaryInfo]]] | None = None,
-                  records: Callable[[InstalledLibrary], Sequence[tuple[Path, str]]] | None = None
-                  ) -> list[Problem]:
-    problems = [Problem("registry", str(e), "reinstall the distribution that owns this file")
-                for e in read_errors]
+                  records: Callable[[InstalledLibrary], Sequence[tuple[Path, str]]] | None = None,
+                  prefer_env: str | None = None) -> list[Problem]:
+    problems = [Problem("registry", str(e), (
+        f"python -m dllreg unregister --name {e.name} --provider {e.provider}, then register "
+        "it again" if isinstance(e, BadRegistration) else
+        "reinstall the distribution that owns this file")) for e in read_errors]
     hasher = functools.lru_cache(maxsize=None)(hasher)  # manifest and RECORD hash the same files
     libs = effective(libraries)
     for consumer in consumers:
@@ -120,6 +122,10 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
         m = lib.manifest
         subject = f"library {m.name} {m.version}"
         fix = f'pip install --force-reinstall "dllreg-lib-{m.name}=={m.version}"'
+        if m.external:
+            subject += f" (registered by {m.provider})"
+            fix = (f"the {m.provider} provider changed or removed it (an upgrade?): register it "
+                   f"again, or python -m dllreg unregister --name {m.name} --provider {m.provider}")
         problems += _requirement_problems(subject, m.requires, libraries)
         for f in m.libraries:
             path = lib.file_path(f.path)
@@ -136,12 +142,20 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
                 problems.append(Problem(
                     subject, f"file {path} does not match the hash pip recorded when it "
                     "installed the library (edited or replaced since)", fix))
+    if prefer_env is not None:
+        unknown = [w for w in prefer_env.split(",") if w.strip() and w.strip().lower() not in
+                   (*DEFAULT_PREFERENCE, "registry", "vendored")]
+        if unknown:
+            problems.append(Problem("DLLREG_PREFER", f"unknown provider(s) {', '.join(unknown)} "
+                                    "(the stub ignores them)", "use a comma-separated list of "
+                                    "conda, system, wheel, vendored, registry", "warning"))
     for lib in libraries:
         first = libs[lib.manifest.name]
         if lib is not first and lib.manifest.version != first.manifest.version:
             problems.append(Problem(
                 f"library {lib.manifest.name}",
                 f"{lib.manifest.version} at {lib.directory} is shadowed by "
-                f"{first.manifest.version} at {first.directory}, which comes first on sys.path",
+                f"{first.manifest.version} at {first.directory}, which comes first (sys.path "
+                "order, then the provider preference)",
                 "uninstall one of them if this is not intended", "warning"))
     return problems

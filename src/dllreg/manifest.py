@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import DllregError, ManifestError
-from .names import NativeRequirement, library_name, parse_version
+from .names import EXTERNAL_PROVIDERS, WHEEL, NativeRequirement, library_name, parse_version
 
 FORMAT_VERSION = "1"
 #: File name of the manifest inside ``<site>/dllreg.libs/<name>/``.
@@ -40,9 +40,16 @@ class Manifest:
     pkgconfig: str | None = None
     source: str = ""
     generator: str = ""
+    provider: str = WHEEL  # external providers' Library paths are absolute (docs/providers.md)
+    registered_by: str = ""  # external: who registered it (a conda package name, a user)
+
+    @property
+    def external(self) -> bool:
+        return self.provider != WHEEL
 
     def to_text(self) -> str:
-        for value in (self.name, self.version, self.platform, self.generator, self.source):
+        for value in (self.name, self.version, self.platform, self.generator, self.source,
+                      self.registered_by, *(lib.path for lib in self.libraries)):
             if any(c in value for c in "\r\n"):
                 raise ManifestError(f"manifest value {value!r} contains a line break")
         lines = [
@@ -55,6 +62,10 @@ class Manifest:
             lines.append(f"Generator: {self.generator}")
         if self.source:
             lines.append(f"Source: {self.source}")
+        if self.external:
+            lines.append(f"Provider: {self.provider}")
+        if self.registered_by:
+            lines.append(f"Registered-By: {self.registered_by}")
         lines += [f"Requires: {req}" for req in self.requires]
         for lib in self.libraries:
             fields = (lib.path, lib.soname, lib.sha256, ",".join(lib.needed))
@@ -74,7 +85,8 @@ class Manifest:
             raise ManifestError(f"{origin}: {exc}") from None
 
 
-_SINGLE = {"Manifest-Version", "Name", "Version", "Platform", "Generator", "Source", "Pkgconfig"}
+_SINGLE = {"Manifest-Version", "Name", "Version", "Platform", "Generator", "Source", "Pkgconfig",
+           "Provider", "Registered-By"}
 _MULTI = {"Requires", "Library", "Header", "Import-Library", "Dll-Directory"}
 
 
@@ -84,6 +96,18 @@ def _check_relpath(path: str) -> str:
         p in ("", ".", "..") for p in parts
     ):
         raise ManifestError(f"path {path!r} must be relative, '/'-separated, without '..'")
+    return path
+
+
+def _check_abspath(path: str) -> str:
+    # An external provider's file, recorded where the provider put it: POSIX or drive-absolute
+    # ('C:/...'), '/'-separated, normalized (no '.' or '..' parts, no empty parts).
+    drive = len(path) > 2 and path[0].isalpha() and path[1:3] == ":/"
+    body = path[3:] if drive else path[1:]
+    if not (drive or path.startswith("/")) or "\\" in path or "\t" in path or any(
+            p in ("", ".", "..") for p in body.split("/")):
+        raise ManifestError(f"path {path!r} of an external library must be absolute, "
+                            "'/'-separated and normalized")
     return path
 
 
@@ -113,13 +137,17 @@ def _parse(text: str) -> Manifest:
     for key in ("Name", "Version", "Platform"):
         if not single.get(key):
             raise ManifestError(f"missing required key {key}")
+    provider = single.get("Provider", WHEEL)
+    if provider != WHEEL and provider not in EXTERNAL_PROVIDERS:
+        raise ManifestError(f"Provider {provider!r} is not one of {', '.join(EXTERNAL_PROVIDERS)}")
+    lib_path = _check_abspath if provider != WHEEL else _check_relpath
     libraries = []
     for value in multi["Library"]:
         fields = value.split("\t")
         if len(fields) != 4 or not fields[1] or len(fields[2]) != 64:
             raise ManifestError(f"Library entry {value!r}: expected PATH<TAB>NAME<TAB>SHA256<TAB>NEEDED")
         needed = tuple(n for n in fields[3].split(",") if n)
-        libraries.append(LibraryFile(_check_relpath(fields[0]), fields[1], fields[2], needed))
+        libraries.append(LibraryFile(lib_path(fields[0]), fields[1], fields[2], needed))
     if not libraries:
         raise ManifestError("no Library entry: a registry library needs at least one file")
     parse_version(single["Version"])
@@ -135,4 +163,6 @@ def _parse(text: str) -> Manifest:
         pkgconfig=_check_relpath(single["Pkgconfig"]) if "Pkgconfig" in single else None,
         source=single.get("Source", ""),
         generator=single.get("Generator", ""),
+        provider=provider,
+        registered_by=single.get("Registered-By", ""),
     )

@@ -19,6 +19,34 @@ DIST_PREFIX = "dllreg-lib-"
 #: it unimportable, like auditwheel's `<dist>.libs`.
 REGISTRY_DIR = "dllreg.libs"
 
+#: Who put a library in the registry: pip (a library wheel) or ``dllreg register`` on behalf of
+#: conda or the operating system. External registrations live in ``NAME.PROVIDER`` folders.
+WHEEL = "wheel"
+EXTERNAL_PROVIDERS = ("conda", "system")
+#: Default preference among copies in one site directory (docs/providers.md): what the
+#: environment manager or the user registered explicitly comes before a wheel's copy, so the
+#: process shares the library with the environment's other packages.
+DEFAULT_PREFERENCE = ("conda", "system", WHEEL)
+
+
+def registry_folder(name: str, provider: str = WHEEL) -> str:
+    """Folder name under ``dllreg.libs``: ``NAME`` (wheel) or ``NAME.PROVIDER`` (external).
+    Normalized names contain no dot, so the two can never collide."""
+    return name if provider == WHEEL else f"{name}.{provider}"
+
+
+def preference(raw: str | None) -> tuple[str, ...]:
+    """Provider order from ``DLLREG_PREFER`` (comma-separated): the listed providers first, in
+    the given order, then the others in the default order. Unknown words are ignored here;
+    ``dllreg check`` reports them."""
+    listed = [w.strip().lower() for w in (raw or "").split(",")]
+    if "registry" in listed:  # everything but a package's own vendored copy (issue: vendor)
+        i = listed.index("registry")
+        listed[i:i + 1] = list(DEFAULT_PREFERENCE)
+    first = [w for w in dict.fromkeys(listed) if w in DEFAULT_PREFERENCE]
+    return (*first, *(p for p in DEFAULT_PREFERENCE if p not in first))
+
+
 _NAME_RE = re.compile(r"^([a-z0-9]|[a-z0-9][a-z0-9._-]*[a-z0-9])$", re.IGNORECASE)
 
 

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from .errors import DllregError, ManifestError
 from .manifest import MANIFEST_NAME, Manifest
-from .names import REGISTRY_DIR, NativeRequirement
+from .names import (
+    EXTERNAL_PROVIDERS,
+    REGISTRY_DIR,
+    WHEEL,
+    NativeRequirement,
+    preference,
+    registry_folder,
+)
 
 #: File in a consumer's ``.dist-info`` recording its native requirements (docs/pyproject.md);
 #: hatchling's build hook can only place it under ``extra_metadata/``.
@@ -31,10 +38,16 @@ class InstalledLibrary:
     site: Path
 
     @property
+    def provider(self) -> str:
+        return self.manifest.provider
+
+    @property
     def manifest_path(self) -> Path:
         return self.directory / MANIFEST_NAME
 
     def file_path(self, rel: str) -> Path:
+        if self.manifest.external and (rel.startswith("/") or rel[1:3] == ":/"):
+            return Path(rel)  # an external provider's file, recorded by absolute path
         return self.directory.joinpath(*rel.split("/"))
 
 
@@ -62,41 +75,74 @@ def site_dirs(extra: Iterable[str] = ()) -> list[Path]:
     return out
 
 
+def folder_provider(folder: str) -> tuple[str, str] | None:
+    """(library name, provider) of a folder under ``dllreg.libs``; None for anything else
+    (the lock file, a writer's temporary files)."""
+    name, dot, provider = folder.partition(".")
+    if not dot:
+        return folder, WHEEL
+    return (name, provider) if provider in EXTERNAL_PROVIDERS else None
+
+
+class BadRegistration(ManifestError):
+    """An external registration whose manifest cannot be used (``unregister`` removes it)."""
+
+    def __init__(self, message: str, name: str, provider: str) -> None:
+        super().__init__(message)
+        self.name, self.provider = name, provider
+
+
 def read_library(directory: Path) -> InstalledLibrary:
     path = directory / MANIFEST_NAME
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
-    return InstalledLibrary(Manifest.from_text(text, str(path)), directory, directory.parent.parent)
+    lib = InstalledLibrary(Manifest.from_text(text, str(path)), directory, directory.parent.parent)
+    expected = folder_provider(directory.name)
+    if expected != (lib.manifest.name, lib.manifest.provider):
+        raise ManifestError(f"{path}: manifest of {lib.manifest.name} (provider "
+                            f"{lib.manifest.provider}) in the folder {directory.name}")
+    return lib
+
+
+def prefer() -> tuple[str, ...]:
+    """The provider order in effect, as the stub computes it (``DLLREG_PREFER``)."""
+    return preference(os.environ.get("DLLREG_PREFER"))
 
 
 def installed_libraries(dirs: Sequence[Path]) -> tuple[list[InstalledLibrary], list[DllregError]]:
-    """Every library in every site dir, in search order (shadowed copies included), and
-    the manifests that could not be read."""
+    """Every library in every site dir, in search order (shadowed copies included; within a
+    site, the providers in preference order), and the manifests that could not be read."""
     found: list[InstalledLibrary] = []
     errors: list[DllregError] = []
+    rank = {p: i for i, p in enumerate(prefer())}
     for site in dirs:
         root = site / REGISTRY_DIR
         try:
-            names = sorted(os.listdir(root))
+            folders = os.listdir(root)
         except OSError:
             continue
-        for name in names:
-            if (root / name / MANIFEST_NAME).exists():
+        entries = sorted((np[0], rank[np[1]], f) for f in folders
+                         if (np := folder_provider(f)) is not None)
+        for _, _, folder in entries:
+            if (root / folder / MANIFEST_NAME).exists():
                 try:
-                    found.append(read_library(root / name))
+                    found.append(read_library(root / folder))
                 except DllregError as exc:
-                    errors.append(exc)
+                    name, provider = folder_provider(folder) or (folder, WHEEL)
+                    errors.append(exc if provider == WHEEL else
+                                  BadRegistration(str(exc), name, provider))
     return found, errors
 
 
 def find_library(name: str, dirs: Sequence[Path]) -> InstalledLibrary | None:
     """The first installed copy of ``name`` in search order, as the stub would see it."""
     for site in dirs:
-        directory = site / REGISTRY_DIR / name
-        if (directory / MANIFEST_NAME).is_file():
-            return read_library(directory)
+        for provider in prefer():
+            directory = site / REGISTRY_DIR / registry_folder(name, provider)
+            if (directory / MANIFEST_NAME).is_file():
+                return read_library(directory)
     return None
 
 

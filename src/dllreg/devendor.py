@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import posixpath
-import re
 from collections.abc import Mapping, Sequence
 
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from .devendor_facts import VendoredLib, analyse, derived_identity, order, unmangle
 from .devendor_read import DevendorError, InputWheel, LibraryWheel
 from .errors import DllregError
-from .inspect import Member, Report, inspect_binary, inspect_wheel_members
-from .names import NativeRequirement, library_name
+from .names import NativeRequirement
 from .recipe_build import platform_family
 from .recipes import Recipe, Registry
 
@@ -32,10 +30,6 @@ __all__ = ["Decision", "DevendorError", "DevendorPlan", "NewLibrary", "WheelPlan
            "plan_devendor", "unmangle"]
 
 ACTIONS = ("substitute", "package", "drop", "keep")
-# auditwheel appends -<8 hex> (sometimes twice: a library repaired again), delvewheel -<32 hex>.
-_HASHES = re.compile(r"(?:-[0-9a-f]{8}|-[0-9a-f]{32})+$")
-_SUFFIX = re.compile(r"\.(?:so(?=\.|$)|dll$|dylib$|pyd$)", re.IGNORECASE)
-_LIKE_BINARY = re.compile(r"\.(so(\.\d+)*|dll|pyd|dylib)$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +78,7 @@ class WheelPlan:
     patch_file: str | None  # delvewheel's __init__.py, when its patch must go
     requires: tuple[NativeRequirement, ...]
     binaries: tuple[str, ...]  # remaining binary members that need a rewrite
+    libs_dirs: tuple[str, ...] = ()  # every <x>.libs / .dylibs dir of the input (as installed)
 
     @property
     def changed(self) -> bool:
@@ -103,139 +98,10 @@ class DevendorPlan:
     wheels: tuple[WheelPlan, ...]
     libraries: tuple[NewLibrary, ...]
     substitutes: tuple[LibraryWheel, ...]  # library wheels the output needs next to it
-    missing: tuple[str, ...] = ()  # recipes that matched but had no library wheel
+    missing: tuple[tuple[str, str], ...] = ()  # (recipe, platform) matched without a library wheel
 
 
-@dataclasses.dataclass(frozen=True)
-class _Lib:
-    """A vendored library with what the planner needs to know about it."""
-
-    member: str
-    installed: str
-    runtime: str  # SONAME (ELF), file name (PE), install name (Mach-O): what users need
-    format: str
-    arch: str
-    size: int
-    sha256: str
-    exported: frozenset[str]
-    needs: tuple[str, ...]  # members of other vendored libraries it needs
-    users: tuple[str, ...]  # members (any binary of the wheel) that need it
-    imported: frozenset[str]  # symbols its users import from it
-
-
-def unmangle(filename: str) -> str:
-    """``libfoo-1a2b3c4d.so.1.2`` -> ``libfoo.so.1.2``; ``msvcp140-<32 hex>.dll`` -> ``msvcp140.dll``."""
-    m = _SUFFIX.search(filename)
-    if not m:
-        return _HASHES.sub("", filename)
-    return _HASHES.sub("", filename[:m.start()]) + filename[m.start():]
-
-
-def derived_identity(filename: str, exported: frozenset[str]) -> tuple[str, str]:
-    """(library name, version) of a vendored file that no recipe covers (docs/devendor.md)."""
-    plain = unmangle(filename)
-    m = _SUFFIX.search(plain)
-    stem, suffix = (plain[:m.start()], plain[m.end():]) if m else (plain, "")
-    if stem.lower().startswith("lib") and len(stem) > 3:
-        stem = stem[3:]
-    numbers = re.match(r"\.(\d+(?:\.\d+)*)", suffix)
-    trailing = re.search(r"[-.]?(\d+(?:\.\d+)*)$", stem) if not numbers and not m else None
-    release = numbers[1] if numbers else trailing[1] if trailing else "0"
-    name = library_name(re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", stem))
-    label = hashlib.sha256("\n".join(sorted(exported)).encode()).hexdigest()[:8]
-    return name, f"{Version(release)}+s{label}"
-
-
-def _members(wheel: InputWheel) -> list[Member]:
-    out = []
-    for m in wheel.members:
-        head = m.data[:4]
-        if _LIKE_BINARY.search(m.name) or head == b"\x7fELF" or head[:2] == b"MZ":
-            try:
-                out.append(Member(m.name, len(m.data), binary=inspect_binary(m.data, m.name)))
-            except DllregError as exc:
-                out.append(Member(m.name, len(m.data), error=str(exc)))
-        elif posixpath.basename(m.name) == "__init__.py":
-            out.append(Member(m.name, len(m.data), text=m.data.decode("utf-8", "replace")))
-        else:
-            out.append(Member(m.name, len(m.data)))
-    return out
-
-
-def _symbols(data: bytes) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
-    """(exported, imported) of one binary; PE imports are (lowercased DLL, symbol) pairs."""
-    if data[:4] == b"\x7fELF":
-        from .binary.elf import read_elf
-
-        e = read_elf(data)
-        return e.exported, frozenset(("", s) for s in e.imported)
-    if data[:2] == b"MZ":
-        from .binary.pe import read_pe
-
-        p = read_pe(data)
-        return p.exports, p.imported
-    return frozenset(), frozenset()  # Mach-O: dllreg does not read the export trie
-
-
-def analyse(wheel: InputWheel) -> tuple[Report, dict[str, _Lib]]:
-    """inspect's report of the wheel and its vendored libraries (in ``<x>.libs``/``.dylibs``)."""
-    report = inspect_wheel_members(wheel.filename, _members(wheel), {})
-    if report.errors:
-        raise DevendorError(f"{wheel.path}: cannot devendor a wheel with unreadable or mismatched "
-                            "binaries:\n  " + "\n  ".join(report.errors))
-    facts = report.wheel
-    assert facts is not None
-    data = wheel.data()
-
-    def in_libs(b_path: str) -> bool:
-        installed = b_path.split("/", 2)[2] if b_path.split("/")[0].endswith(".data") else b_path
-        return any(installed.startswith(d + "/") for d in facts.libs_dirs)
-
-    vendored = [b for b in report.binaries if in_libs(b.path)]
-    users: dict[str, list[str]] = {b.path: [] for b in vendored}
-    symbols = {b.path: _symbols(data[b.path]) for b in report.binaries}
-    imported: dict[str, set[str]] = {b.path: set() for b in vendored}
-    for b in report.binaries:
-        for need in b.needs:
-            if need.category == "vendored" and need.member in users:
-                users[need.member].append(b.path)
-                if b.format == "pe":
-                    dll = need.name.lower()
-                    imported[need.member] |= {s for d, s in symbols[b.path][1] if d == dll}
-                else:
-                    mine = symbols[need.member][0]
-                    imported[need.member] |= {s for _, s in symbols[b.path][1] if s in mine}
-    libs = {}
-    for b in vendored:
-        needs = tuple(n.member for n in b.needs if n.category == "vendored" and n.member in users)
-        installed = b.path.split("/", 2)[2] if b.path.split("/")[0].endswith(".data") else b.path
-        runtime = b.name if b.format != "pe" and b.name else posixpath.basename(b.path)
-        libs[b.path] = _Lib(b.path, installed, runtime, b.format, b.arch, b.size,
-                            hashlib.sha256(data[b.path]).hexdigest(), symbols[b.path][0], needs,
-                            tuple(dict.fromkeys(users[b.path])), frozenset(imported[b.path]))
-    return report, libs
-
-
-def _order(libs: Mapping[str, _Lib]) -> list[str]:
-    """Users before the libraries they need (a library's fate depends on its users')."""
-    out: list[str] = []
-    seen: set[str] = set()
-
-    def visit(k: str) -> None:  # post-order over "needed by": dependencies come out last
-        if k in seen:
-            return
-        seen.add(k)
-        for u in libs[k].users:
-            if u in libs:
-                visit(u)
-        out.append(k)
-
-    for k in sorted(libs):
-        visit(k)
-    return out
-
-
-def _recipes_for(lib: _Lib, family: str, registry: Registry) -> list[tuple[Recipe, str | None]]:
+def _recipes_for(lib: VendoredLib, family: str, registry: Registry) -> list[tuple[Recipe, str | None]]:
     """Recipes whose vendored or runtime names match; with why the copy is not that recipe's ABI."""
     base = posixpath.basename(lib.member)
     plain = unmangle(posixpath.basename(lib.runtime))
@@ -264,17 +130,19 @@ class _Shared:
 
     registry: Registry
     available: Sequence[LibraryWheel]
-    packaged: dict[str, tuple[_Lib, Decision, str]] = dataclasses.field(default_factory=dict)
-    missing: set[str] = dataclasses.field(default_factory=set)
+    packaged: dict[str, tuple[VendoredLib, Decision, str]] = dataclasses.field(default_factory=dict)
+    missing: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
 
-def _substitute(lib: _Lib, recipe: Recipe, family: str, shared: _Shared) -> tuple[Decision | None, str]:
+def _substitute(lib: VendoredLib, recipe: Recipe, platform: str,
+                shared: _Shared) -> tuple[Decision | None, str]:
+    family = platform_family(platform)
     fold = str.lower if family == "windows" else str
     plain = fold(unmangle(posixpath.basename(lib.runtime)))
     candidates = sorted((w for w in shared.available if w.name == recipe.name),
                         key=lambda w: Version(w.version), reverse=True)
     if not candidates:
-        shared.missing.add(recipe.name)
+        shared.missing.add((recipe.name, platform))
         return None, (f"recipe {recipe.name} matches, but no dllreg-lib-{recipe.name} wheel was given "
                       "(--with-lib, --find-libs or --fetch)")
     reasons = []
@@ -299,7 +167,7 @@ def _substitute(lib: _Lib, recipe: Recipe, family: str, shared: _Shared) -> tupl
     return None, "; ".join(reasons)
 
 
-def _package(lib: _Lib, family: str, matched: list[tuple[Recipe, str | None]], wheel: str,
+def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | None]], wheel: str,
              shared: _Shared) -> Decision:
     plain = unmangle(posixpath.basename(lib.runtime))
     try:
@@ -310,7 +178,10 @@ def _package(lib: _Lib, family: str, matched: list[tuple[Recipe, str | None]], w
     for r, why in matched:  # a recipe's name and runtime name, when the copy has its ABI
         abi = r.abi_for(family)
         names = abi.runtime_names if abi else ()
-        if why is None and len(names) == 1 and (lib.format != "elf" or len(names[0]) <= len(lib.runtime)):
+        # Only for recipes without a PyPI source: else the real library would share its name.
+        fetchable = any(src.family == family for src in r.sources)
+        if why is None and len(names) == 1 and not fetchable and (
+                lib.format != "elf" or len(names[0]) <= len(lib.runtime)):
             name, runtime = r.name, names[0]
             break
     if lib.format == "elf" and len(runtime) > len(lib.runtime):
@@ -336,11 +207,12 @@ def _package(lib: _Lib, family: str, matched: list[tuple[Recipe, str | None]], w
     return decision
 
 
-def _decide(wheel: InputWheel, libs: Mapping[str, _Lib], family: str, shared: _Shared,
+def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, shared: _Shared,
             forced: Mapping[str, str]) -> dict[str, Decision]:
+    family = platform_family(platform)
     decided: dict[str, Decision] = {}
     gone = ("substitute", "drop")
-    for key in _order(libs):
+    for key in order(libs):
         lib = libs[key]
         if key in forced:
             decided[key] = Decision(key, "keep", forced[key], lib.size)
@@ -359,7 +231,7 @@ def _decide(wheel: InputWheel, libs: Mapping[str, _Lib], family: str, shared: _S
             reasons = [why for _, why in matched if why]
             for recipe, why in matched:
                 if why is None:
-                    found, reason = _substitute(lib, recipe, family, shared)
+                    found, reason = _substitute(lib, recipe, platform, shared)
                     if found is not None:
                         decided[key] = found
                         break
@@ -376,13 +248,14 @@ def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[New
     report, libs = analyse(wheel)
     facts = report.wheel
     assert facts is not None
+    if not libs:
+        return WheelPlan(wheel, facts.tool, (), (), (), (), None, (), (), facts.libs_dirs), []
     platform = ".".join(facts.platforms)
-    family = platform_family(platform) if facts.platforms else "linux"
     forced: dict[str, str] = {}
     before = dict(shared.packaged)
     for _ in range(len(libs) + 1):  # a packaged library cannot need one that stays vendored
         shared.packaged = dict(before)
-        decided = _decide(wheel, libs, family, shared, forced)
+        decided = _decide(wheel, libs, platform, shared, forced)
         stuck = {k: f"needs {posixpath.basename(n)}, which stays vendored" for k, d in decided.items()
                  if d.action == "package" for n in libs[k].needs if decided[n].action == "keep"}
         if not stuck:
@@ -427,7 +300,7 @@ def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[New
     plan = WheelPlan(wheel, facts.tool, tuple(order), tuple(m.name for m in wheel.members
                                                              if m.name in removed),
                      tuple(sorted(renames.items())), emptied, patch,
-                     tuple(requires[n] for n in sorted(requires)), tuple(binaries))
+                     tuple(requires[n] for n in sorted(requires)), tuple(binaries), facts.libs_dirs)
     return plan, new_libs
 
 
@@ -444,11 +317,15 @@ def plan_devendor(wheels: Sequence[InputWheel], registry: Registry,
         plan, new = _plan_wheel(w, shared)
         plans.append(plan)
         libraries += new
-    users: dict[str, list[str]] = {}
+    users: dict[str, set[str]] = {}
     for p in plans:
         for r in p.requires:
-            users.setdefault(r.name, []).append(p.wheel.filename)
-    libraries = [dataclasses.replace(lib, users=tuple(users.get(lib.name, ()))) for lib in libraries]
+            users.setdefault(r.name, set()).add(p.wheel.filename)
+    for _ in libraries:  # through the libraries' own requirements
+        for lib in libraries:
+            for r in lib.requires:
+                users.setdefault(r.name, set()).update(users.get(lib.name, ()))
+    libraries = [dataclasses.replace(lib, users=tuple(sorted(users.get(lib.name, ())))) for lib in libraries]
     used = {d.library for p in plans for d in p.decisions if d.action == "substitute"}
     substitutes = []
     for name in sorted(n for n in used if n):

@@ -22,6 +22,7 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from .errors import DllregError
+from .libwheel import LibraryPlan
 from .manifest import MANIFEST_NAME, Manifest
 from .names import REGISTRY_DIR, library_of_dist
 from .wheelfile import open_wheel, safe_members
@@ -69,6 +70,7 @@ class LibraryWheel:
     manifest: Manifest
     arch: str
     exports: frozenset[str]  # of every library file together
+    lib_bytes: int = 0  # size of its library files
 
 
 def _raise(origin: str, problems: Sequence[str]) -> None:
@@ -176,13 +178,45 @@ def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel
     return InputWheel(origin, path.name, tuple(members))
 
 
-def read_library_wheel(path: Path) -> LibraryWheel:
-    """A dllreg-lib wheel's manifest and the symbols its libraries export."""
+def _library_wheel(path: str, manifest: Manifest, files: dict[str, bytes]) -> LibraryWheel:
+    """The facts of a library wheel from its manifest and its library files (by manifest path)."""
     from .binary.elf import read_elf
+    from .binary.macho import is_macho, read_macho
     from .binary.pe import read_pe
 
+    exports: set[str] = set()
+    arch, size = "", 0
+    for lib in manifest.libraries:
+        blob = files.get(lib.path)
+        if blob is None:
+            raise DevendorError(f"{path}: the manifest lists {lib.path}, which is not in the wheel")
+        size += len(blob)
+        try:
+            if blob[:2] == b"MZ":
+                pe = read_pe(blob)
+                exports |= pe.exports
+                arch = pe.machine
+            elif is_macho(blob):  # dllreg does not read the export trie
+                arch = read_macho(blob).arches[0].arch
+            else:
+                elf = read_elf(blob)
+                exports |= elf.exported
+                arch = elf.machine
+        except ValueError as exc:
+            raise DevendorError(f"{path}: {lib.path}: {exc}") from None
+    return LibraryWheel(path, manifest.name, manifest.version, manifest.platform, manifest, arch,
+                        frozenset(exports), size)
+
+
+def library_wheel_of_plan(plan: LibraryPlan, path: Path) -> LibraryWheel:
+    """A library wheel that is planned (fetched with --fetch) but not written yet."""
+    return _library_wheel(str(path), plan.manifest, dict(plan.files))
+
+
+def read_library_wheel(path: Path) -> LibraryWheel:
+    """A dllreg-lib wheel's manifest and the symbols its libraries export."""
     wheel = read_input_wheel(path)
-    dist, version, _, tags = parse_wheel_filename(path.name)
+    dist = parse_wheel_filename(path.name)[0]
     name = library_of_dist(str(dist))
     if name is None:
         raise DevendorError(f"{path}: not a dllreg-lib-NAME library wheel")
@@ -192,22 +226,5 @@ def read_library_wheel(path: Path) -> LibraryWheel:
     if text is None:
         raise DevendorError(f"{path}: no {root}/{MANIFEST_NAME}")
     manifest = Manifest.from_text(text.decode("utf-8", "replace"), f"{path}: {MANIFEST_NAME}")
-    exports: set[str] = set()
-    arch = ""
-    for lib in manifest.libraries:
-        blob = data.get(f"{root}/{lib.path}")
-        if blob is None:
-            raise DevendorError(f"{path}: the manifest lists {lib.path}, which is not in the wheel")
-        try:
-            if blob[:2] == b"MZ":
-                pe = read_pe(blob)
-                exports |= pe.exports
-                arch = pe.machine
-            else:
-                elf = read_elf(blob)
-                exports |= elf.exported
-                arch = elf.machine
-        except ValueError as exc:
-            raise DevendorError(f"{path}: {lib.path}: {exc}") from None
-    platform = ".".join(sorted({t.platform for t in tags}))
-    return LibraryWheel(str(path), name, str(version), platform, manifest, arch, frozenset(exports))
+    files = {n[len(root) + 1:]: d for n, d in data.items() if n.startswith(root + "/")}
+    return _library_wheel(str(path), manifest, files)

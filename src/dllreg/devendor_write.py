@@ -123,8 +123,11 @@ def _consumer(wp: WheelPlan) -> ConsumerOutput:
     if wp.patch_file:  # delvewheel's add_dll_directory points at the removed .libs directory
         text = data[wp.patch_file].decode("utf-8")
         data[wp.patch_file] = _PATCH.sub("", text, count=1).encode("utf-8")
+    # What stays in a libs dir is a vendored library, not an extension module needing a stub.
+    visible = {n: d for n, d in data.items()
+               if not any(_installed(n).startswith(x + "/") for x in wp.libs_dirs)}
     try:
-        dist_info, changes = consumer_changes(origin, data, wp.requires, wp.requires)
+        dist_info, changes = consumer_changes(origin, visible, wp.requires, wp.requires)
     except DllregError as exc:
         raise DevendorError(str(exc)) from None
     for sig in _SIGNATURES:

@@ -9,17 +9,25 @@ import contextlib
 import random
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pefile
 import pytest
 
+import winebed
 from conftest import gcc_shared
 from dllreg.binary.elf import ELFError, read_elf
 from dllreg.binary.elfpatch import replace_needed
+from dllreg.binary.pe import PEError, read_pe
+from dllreg.binary.pepatch import PatchResult, rename_imports
 from test_elf import build_elf
+from winebed import CPYTHON_EXT_FLAGS, WineBed, mingw, parse_harness, winpath, write_preloads
+
+wine = winebed.wine  # the session fixture (one prefix and wineserver per session)
 
 needs_gcc = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("readelf")),
                                reason="needs gcc and readelf")
@@ -267,3 +275,184 @@ def test_real_numpy_runs_on_the_unmangled_openblas(tmp_path: Path) -> None:
                           f"import sys; sys.path.insert(0, {str(site)!r}); import numpy", 1)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0 and "libscipy_openblas64_.so" in proc.stderr
+
+
+# --- PE -----------------------------------------------------------------------------------------
+
+PE_FOO_C = "__declspec(dllexport) int foo(int a) { return a + %d; }\n"
+PE_EXT_C = ("__declspec(dllimport) int foo(int);\n"
+            "__declspec(dllexport) int ext_init(void) { return foo(2); }\n")
+LONG_DLL = "libfoo-a-much-longer-name.dll"
+
+
+class PeBed:
+    """libfoo-abc123.dll (the vendored copy) and _ext.pyd importing it; libfoo.dll and the
+    longer-named copy are what a renamed import must bind to."""
+
+    def __init__(self, d: Path) -> None:
+        self.d = d
+        self.vendored = mingw(d / "vendored" / "libfoo-abc123.dll", PE_FOO_C % 1, "-shared")
+        self.system = mingw(d / "sys" / "libfoo.dll", PE_FOO_C % 40, "-shared")
+        self.longer = mingw(d / "sys" / LONG_DLL, PE_FOO_C % 40, "-shared")
+        self.ext = mingw(d / "ext" / "_ext.pyd", PE_EXT_C, "-shared", str(self.vendored))
+
+    def variant(self, name: str, data: bytes) -> Path:
+        out = self.d / name / "_ext.pyd"
+        out.parent.mkdir(exist_ok=True)
+        out.write_bytes(data)
+        return out
+
+
+@pytest.fixture(scope="module")
+def pebed(tmp_path_factory: pytest.TempPathFactory) -> PeBed:
+    if not shutil.which(winebed.MINGW_CC):
+        pytest.skip(f"needs {winebed.MINGW_CC}")
+    return PeBed(tmp_path_factory.mktemp("pebed"))
+
+
+def section_sizes(data: bytes) -> dict[str, int]:
+    pe = pefile.PE(data=data, fast_load=True)
+    return {s.Name.rstrip(b"\0").decode(): s.Misc_VirtualSize for s in pe.sections}
+
+
+def checksum_ok(data: bytes) -> bool:
+    return bool(pefile.PE(data=data, fast_load=True).verify_checksum())
+
+
+def fill_slack(data: bytes) -> bytes:
+    """The image with every section's raw tail past its virtual size non-zero (no slack left)."""
+    out = bytearray(data)
+    for s in pefile.PE(data=data, fast_load=True).sections:
+        if s.SizeOfRawData > s.Misc_VirtualSize:
+            start = s.PointerToRawData + s.Misc_VirtualSize
+            out[start:s.PointerToRawData + s.SizeOfRawData] = b"\xcc" * (s.SizeOfRawData - s.Misc_VirtualSize)
+    return bytes(out)
+
+
+def fake_signed(data: bytes) -> tuple[bytes, int]:
+    """The image with a WIN_CERTIFICATE appended and the security directory pointing at it, and a
+    valid CheckSum; returns the bytes and the certificate table's offset."""
+    pe = pefile.PE(data=data, fast_load=True)
+    offset = len(data) + (-len(data) % 8)
+    cert = struct.pack("<IHH", 8 + 256, 0x200, 2) + bytes(range(256))  # revision 2.0, PKCS#7
+    pe.OPTIONAL_HEADER.DATA_DIRECTORY[4].VirtualAddress = offset
+    pe.OPTIONAL_HEADER.DATA_DIRECTORY[4].Size = len(cert)
+    signed = bytearray(pe.write()).ljust(offset, b"\0") + cert
+    pe = pefile.PE(data=bytes(signed), fast_load=True)
+    pe.OPTIONAL_HEADER.CheckSum = pe.generate_checksum()
+    return bytes(pe.write()), offset
+
+
+def test_pe_shorter_name_in_place(pebed: PeBed) -> None:
+    data = pebed.ext.read_bytes()
+    assert read_pe(data).imports[-1] == "libfoo-abc123.dll"
+    assert pefile.PE(data=data, fast_load=True).OPTIONAL_HEADER.CheckSum != 0  # mingw sets one
+    result = rename_imports(data, {"LIBFOO-ABC123.DLL": "libfoo.dll"})  # Windows ignores case
+    assert (result.signature_removed, result.checksum_updated) == (False, True)
+    assert len(result.data) == len(data) and section_sizes(result.data) == section_sizes(data)
+    assert read_pe(result.data).imports == (*read_pe(data).imports[:-1], "libfoo.dll")
+    assert {n for n, _ in read_pe(result.data).imported} == {"kernel32.dll", "msvcrt.dll", "libfoo.dll"}
+    assert checksum_ok(result.data)
+
+
+def test_pe_longer_name_goes_into_section_slack(pebed: PeBed) -> None:
+    data = pebed.ext.read_bytes()
+    result = rename_imports(data, {"libfoo-abc123.dll": LONG_DLL})
+    assert len(result.data) == len(data)
+    before, after = section_sizes(data), section_sizes(result.data)
+    grown = [name for name in before if after[name] != before[name]]
+    assert grown == [".idata"] and after[".idata"] - before[".idata"] == len(LONG_DLL) + 1
+    assert read_pe(result.data).imports[-1] == LONG_DLL and checksum_ok(result.data)
+
+
+def test_pe_longer_name_without_slack_adds_a_section(pebed: PeBed) -> None:
+    data = fill_slack(pebed.ext.read_bytes())
+    result = rename_imports(data, {"libfoo-abc123.dll": LONG_DLL})
+    pe = pefile.PE(data=result.data, fast_load=True)
+    new = pe.sections[-1]
+    assert new.Name.rstrip(b"\0") == b".dlname" and len(pe.sections) == len(section_sizes(data)) + 1
+    assert new.Characteristics == 0x40000040  # initialized data, read-only
+    assert pe.OPTIONAL_HEADER.SizeOfImage == new.VirtualAddress + 0x1000
+    assert read_pe(result.data).imports[-1] == LONG_DLL and checksum_ok(result.data)
+
+
+def test_pe_signature_is_removed_and_reported(pebed: PeBed) -> None:
+    data = pebed.ext.read_bytes()
+    signed, offset = fake_signed(data)
+    assert checksum_ok(signed) and len(signed) > len(data)
+    result = rename_imports(signed, {"libfoo-abc123.dll": "libfoo.dll"})
+    assert (result.signature_removed, result.checksum_updated) == (True, True)
+    assert len(result.data) == offset  # the certificate table was the file's tail
+    directory = pefile.PE(data=result.data, fast_load=True).OPTIONAL_HEADER.DATA_DIRECTORY[4]
+    assert (directory.VirtualAddress, directory.Size) == (0, 0)
+    assert checksum_ok(result.data) and read_pe(result.data).imports[-1] == "libfoo.dll"
+
+
+def test_pe_zero_checksum_stays_zero(pebed: PeBed) -> None:
+    pe = pefile.PE(data=pebed.ext.read_bytes(), fast_load=True)
+    pe.OPTIONAL_HEADER.CheckSum = 0
+    result = rename_imports(bytes(pe.write()), {"libfoo-abc123.dll": "libfoo.dll"})
+    assert not result.checksum_updated
+    assert pefile.PE(data=result.data, fast_load=True).OPTIONAL_HEADER.CheckSum == 0
+
+
+def test_pe_unchanged_input_is_equal_bytes(pebed: PeBed) -> None:
+    data, _ = fake_signed(pebed.ext.read_bytes())
+    for renames in ({}, {"libzzz.dll": "liby.dll"}, {"libfoo-abc123.dll": "libfoo-abc123.dll"}):
+        assert rename_imports(data, renames) == PatchResult(data, False, False)
+
+
+@pytest.mark.parametrize("renames,message", [
+    ({"a.dll": "b.dll", "A.DLL": "c.dll"}, "two renames"),
+    ({"a.dll": ""}, "not a DLL file name"), ({"a.dll": "x/b.dll"}, "not a DLL file name"),
+    ({"a.dll": "b\u00e9.dll"}, "not a DLL file name"),
+])
+def test_pe_bad_renames_are_refused(pebed: PeBed, renames: dict[str, str], message: str) -> None:
+    with pytest.raises(PEError, match=message):
+        rename_imports(pebed.ext.read_bytes(), renames)
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "not a PE file"), (b"MZ" + bytes(100), "not a PE file"), (b"\x7fELF" + bytes(60), "not a PE"),
+])
+def test_pe_rejects_non_pe(data: bytes, message: str) -> None:
+    with pytest.raises(PEError, match=message):
+        rename_imports(data, {"a.dll": "b.dll"})
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_pe_random_damage_is_peerror_or_a_result(pebed: PeBed, seed: int) -> None:
+    data, _ = fake_signed(pebed.ext.read_bytes())
+    rng = random.Random(seed)
+    head = 0x600  # the headers and the start of .text, where damage matters most
+    for i in range(60):  # pefile takes ~10 ms per damaged image
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(head) if i % 2 else rng.randrange(len(damaged))
+            damaged[at] = rng.randrange(256)
+        for candidate in (bytes(damaged), bytes(damaged[: rng.randrange(len(damaged))])):
+            with contextlib.suppress(PEError):
+                rename_imports(candidate, {"libfoo-abc123.dll": LONG_DLL if i % 3 else "libfoo.dll"})
+
+
+@pytest.mark.wine
+def test_pe_renamed_imports_bind_to_the_preloaded_dll_under_wine(wine: WineBed, pebed: PeBed) -> None:
+    data = pebed.ext.read_bytes()
+    cases = {  # variant: (renamed image, the DLL it must bind to)
+        "inplace": (rename_imports(data, {"libfoo-abc123.dll": "libfoo.dll"}).data, pebed.system),
+        "slack": (rename_imports(data, {"libfoo-abc123.dll": LONG_DLL}).data, pebed.longer),
+        "section": (rename_imports(fill_slack(data), {"libfoo-abc123.dll": LONG_DLL}).data, pebed.longer),
+        "signed": (rename_imports(fake_signed(data)[0], {"libfoo-abc123.dll": "libfoo.dll"}).data,
+                   pebed.system),
+    }
+    # Control: the unpatched consumer with the same preload still looks for the vendored name.
+    pre = write_preloads(pebed.d / "system.preloads", [(CPYTHON_EXT_FLAGS, pebed.system)])
+    proc = wine.run_harness(pre, pebed.ext, "ext_init", "libfoo.dll")
+    assert proc.returncode == 3 and "load-error 126" in proc.stdout
+    for name, (image, dll) in cases.items():
+        consumer = pebed.variant(name, image)
+        pre = write_preloads(pebed.d / f"{name}.preloads", [(CPYTHON_EXT_FLAGS, dll)])
+        proc = wine.run_harness(pre, consumer, "ext_init", dll.name)
+        result = parse_harness(proc.stdout)
+        assert (proc.returncode, result.init_result, result.error) == (0, 42, None), (name, proc.stdout)
+        assert result.deps == {dll.name: winpath(dll)}, name

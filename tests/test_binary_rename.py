@@ -22,9 +22,22 @@ import winebed
 from conftest import gcc_shared
 from dllreg.binary.elf import ELFError, read_elf
 from dllreg.binary.elfpatch import replace_needed
+from dllreg.binary.macho import MachOError, read_macho
+from dllreg.binary.machopatch import change_load_dylibs
 from dllreg.binary.pe import PEError, read_pe
 from dllreg.binary.pepatch import PatchResult, rename_imports
 from test_elf import build_elf
+from test_macho import (
+    CPU_ARM64,
+    CPU_X86_64,
+    DYLIB_COMMANDS,
+    LC_LOAD_DYLIB,
+    LC_SEGMENT_64,
+    build_fat,
+    build_macho,
+    dylib,
+    rpath,
+)
 from winebed import CPYTHON_EXT_FLAGS, WineBed, mingw, parse_harness, winpath, write_preloads
 
 wine = winebed.wine  # the session fixture (one prefix and wineserver per session)
@@ -456,3 +469,133 @@ def test_pe_renamed_imports_bind_to_the_preloaded_dll_under_wine(wine: WineBed, 
         result = parse_harness(proc.stdout)
         assert (proc.returncode, result.init_result, result.error) == (0, 42, None), (name, proc.stdout)
         assert result.deps == {dll.name: winpath(dll)}, name
+
+
+# --- Mach-O -------------------------------------------------------------------------------------
+
+GFORTRAN = "@loader_path/../.dylibs/libgfortran.5.dylib"
+REGISTRY_GFORTRAN = "@loader_path/../../../dllreg.libs/gfortran/lib/libgfortran.5.dylib"
+SCIPY_MAC = "scipy-1.17.1-cp311-cp311-macosx_14_0_arm64.whl"
+
+
+def segment_with_section(first_data: int) -> tuple[int, str, tuple[int, ...], bytes]:
+    """__TEXT (file offset 0, covering the header) with one __text section at ``first_data``."""
+    section = struct.pack("<16s16sQQIIIIIIII", b"__text", b"__TEXT", 0x1000 + first_data, 16,
+                          first_data, 4, 0, 0, 0x80000400, 0, 0, 0)
+    return (LC_SEGMENT_64, "16sQQQQiiII", (b"__TEXT", 0x1000, 0x1000, 0, 0x1000, 5, 5, 1, 0), section)
+
+
+def image(commands: list[tuple[int, str, tuple[int, ...], bytes]], pad: int, **kw: int) -> bytes:
+    """A thin image whose first section starts ``pad`` zero bytes after the load commands."""
+    probe = build_macho([segment_with_section(0), *commands], **kw)
+    first = len(probe) + pad
+    body = build_macho([segment_with_section(first), *commands], **kw)
+    return body + bytes(pad) + b"\xc3" * 16  # the section's bytes must not move
+
+
+def commands_end(data: bytes) -> int:
+    return 32 + int(struct.unpack_from("<I", data, 20)[0])
+
+
+def test_macho_in_place_when_the_command_has_room() -> None:
+    data = image([dylib(LC_LOAD_DYLIB, GFORTRAN), dylib(LC_LOAD_DYLIB, "/usr/lib/libSystem.B.dylib")], 0)
+    out = change_load_dylibs(data, {GFORTRAN: "@rpath/libgfortran.5.dylib"})
+    assert len(out) == len(data) and commands_end(out) == commands_end(data)
+    assert read_macho(out).arches[0].needed == ("@rpath/libgfortran.5.dylib", "/usr/lib/libSystem.B.dylib")
+
+
+def test_macho_longer_name_grows_into_the_header_padding() -> None:
+    data = image([dylib(LC_LOAD_DYLIB, GFORTRAN), rpath("@loader_path/../.dylibs"),
+                  dylib(0x80000018, "@rpath/libweak.dylib"), dylib(0x8000001F, "/opt/libre.dylib")], 128)
+    renames = {GFORTRAN: REGISTRY_GFORTRAN, "@rpath/libweak.dylib": "@rpath/libweak-longer-name.dylib",
+               "/opt/libre.dylib": "/o/r.dylib"}
+    out = change_load_dylibs(data, renames)
+    arch = read_macho(out).arches[0]
+    assert arch.needed == (REGISTRY_GFORTRAN, "@rpath/libweak-longer-name.dylib", "/o/r.dylib")
+    assert arch.weak == frozenset({"@rpath/libweak-longer-name.dylib"})
+    assert arch.rpaths == ("@loader_path/../.dylibs",)
+    assert len(out) == len(data) and out[-16:] == data[-16:]  # the section did not move
+    assert commands_end(data) < commands_end(out) <= len(data) - 16
+    assert struct.unpack_from("<I", out, 20)[0] % 8 == 0  # 64-bit commands stay 8-byte aligned
+
+
+def test_macho_without_padding_is_a_clear_error() -> None:
+    data = image([dylib(LC_LOAD_DYLIB, GFORTRAN)], 8)
+    with pytest.raises(MachOError, match=r"only \d+ fit before the first section"):
+        change_load_dylibs(data, {GFORTRAN: REGISTRY_GFORTRAN})
+    # Dropping an rpath frees room that a rename can then use.
+    data = image([rpath("/a/very/long/build/time/path/that/is/no/longer/wanted"),
+                  dylib(LC_LOAD_DYLIB, GFORTRAN)], 0)
+    out = change_load_dylibs(data, {GFORTRAN: REGISTRY_GFORTRAN}, drop_rpaths=lambda p: True)
+    assert read_macho(out).arches[0].needed == (REGISTRY_GFORTRAN,)
+
+
+def test_macho_padding_in_use_is_not_overwritten() -> None:
+    data = bytearray(image([dylib(LC_LOAD_DYLIB, GFORTRAN)], 128))
+    data[commands_end(bytes(data)) + 8] = 1  # the rename needs 24 more bytes
+    with pytest.raises(MachOError, match="not free padding"):
+        change_load_dylibs(bytes(data), {GFORTRAN: REGISTRY_GFORTRAN})
+
+
+def test_macho_fat_and_32bit_slices() -> None:
+    commands = [dylib(LC_LOAD_DYLIB, GFORTRAN), rpath("/build/lib")]
+    slices = [(CPU_X86_64, 3, image(commands, 256)), (CPU_ARM64, 0, image(commands, 256, cputype=CPU_ARM64,
+                                                                          subtype=0))]
+    fat = build_fat(slices)
+    out = change_load_dylibs(fat, {GFORTRAN: REGISTRY_GFORTRAN}, drop_rpaths=lambda p: p == "/build/lib")
+    assert len(out) == len(fat)
+    for arch in read_macho(out).arches:
+        assert (arch.needed, arch.rpaths) == ((REGISTRY_GFORTRAN,), ())
+    thin32 = build_macho(commands, bits=32, cputype=7, tail=bytes(256))  # no sections: room to EOF
+    out = change_load_dylibs(thin32, {GFORTRAN: REGISTRY_GFORTRAN})
+    assert read_macho(out).arches[0].needed == (REGISTRY_GFORTRAN,)
+    assert struct.unpack_from("<I", out, 20)[0] % 4 == 0
+
+
+def test_macho_unchanged_input_is_equal_bytes() -> None:
+    data = build_macho(DYLIB_COMMANDS)
+    assert change_load_dylibs(data, {}) == data
+    assert change_load_dylibs(data, {"libnone.dylib": "x"}, drop_rpaths=lambda p: False) == data
+
+
+@pytest.mark.parametrize("data", [b"", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe" + bytes(8), b"MZ" * 40])
+def test_macho_rejects_non_macho(data: bytes) -> None:
+    with pytest.raises(MachOError):
+        change_load_dylibs(data, {GFORTRAN: REGISTRY_GFORTRAN})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_macho_random_damage_is_machoerror_or_a_result(seed: int) -> None:
+    data = image([dylib(LC_LOAD_DYLIB, GFORTRAN), rpath("/r"), *DYLIB_COMMANDS], 64)
+    rng = random.Random(seed)
+    for i in range(400):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            damaged[rng.randrange(commands_end(data) + 8)] = rng.randrange(256)
+        for candidate in (bytes(damaged), bytes(damaged[: rng.randrange(len(damaged))])):
+            with contextlib.suppress(MachOError):
+                change_load_dylibs(candidate, {GFORTRAN: REGISTRY_GFORTRAN if i % 2 else "@rpath/x.dylib"},
+                                   drop_rpaths=lambda p: True)
+
+
+@pytest.mark.realwheels
+def test_real_scipy_arm64_extensions(tmp_path: Path) -> None:
+    """delocate's @loader_path/../.dylibs names in scipy's arm64 extensions, renamed to a longer
+    registry path: the commands grow into the real header padding and nothing else moves."""
+    if not (DOWNLOADS / SCIPY_MAC).is_file():
+        pytest.skip(f"needs the cached {SCIPY_MAC}")
+    grown = 0
+    with zipfile.ZipFile(DOWNLOADS / SCIPY_MAC) as zf:
+        for member in (n for n in zf.namelist() if n.endswith(".so")):
+            data = zf.read(member)
+            before = read_macho(data).arches[0]
+            if GFORTRAN not in before.needed:
+                continue
+            out = change_load_dylibs(data, {GFORTRAN: REGISTRY_GFORTRAN})
+            after = read_macho(out).arches[0]
+            assert after.needed == tuple(REGISTRY_GFORTRAN if n == GFORTRAN else n for n in before.needed)
+            assert (after.rpaths, after.min_os, len(out)) == (before.rpaths, before.min_os, len(data))
+            end = commands_end(out)
+            assert out[end:] == data[end:] and end > commands_end(data)
+            grown += 1
+    assert grown >= 10

@@ -34,6 +34,8 @@ def add_parsers(subparsers: Any) -> None:
                    help="look for dllreg-lib-NAME wheels here too (repeatable; -o DIR always is)")
     p.add_argument("--fetch", action="store_true",
                    help="build the missing registry library wheels from their recipe's PyPI source (pip)")
+    p.add_argument("--recipes", type=Path, metavar="DIR",
+                   help="read the recipes from DIR instead of the registry shipped with dllreg")
     p.add_argument("--json", action="store_true")
 
 
@@ -95,7 +97,7 @@ def _plan(args: argparse.Namespace, out: TextIO) -> tuple[DevendorPlan, Outputs,
     from .devendor_write import build_outputs
     from .recipes import load_registry
 
-    registry = load_registry()
+    registry = load_registry(args.recipes)
     wheels = [read_input_wheel(p) for p in args.wheels]  # every input is checked first
     available = _discover(args, registry)
     plan = plan_devendor(wheels, registry, available)

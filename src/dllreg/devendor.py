@@ -238,8 +238,9 @@ def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, s
                     reasons.append(reason)
             else:
                 d = _package(lib, family, matched, wheel.filename, shared)
-                if reasons and d.action == "package":
-                    d = dataclasses.replace(d, reason="; ".join(reasons))
+                if reasons and d.action == "package":  # why no registry library stands in
+                    reused = [d.reason] if d.reason.startswith("identical") else []
+                    d = dataclasses.replace(d, reason="; ".join(reused + reasons))
                 decided[key] = d
     return decided
 

@@ -162,8 +162,11 @@ def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel
             _raise(origin, archive_problems(infos, max_bytes))
             members = []
             for i in infos:
-                with zf.open(i) as f:
-                    data = f.read(i.file_size + 1)  # a lying header cannot make us read more
+                try:
+                    with zf.open(i) as f:
+                        data = f.read(i.file_size + 1)  # a lying header cannot make us read more
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                    raise DevendorError(f"{origin}: member {i.filename!r} is corrupt ({exc})") from None
                 if len(data) != i.file_size:
                     raise DevendorError(f"{origin}: member {i.filename!r} does not match its "
                                         "declared size")

@@ -308,6 +308,33 @@ class PeBed:
         self.system = mingw(d / "sys" / "libfoo.dll", PE_FOO_C % 40, "-shared")
         self.longer = mingw(d / "sys" / LONG_DLL, PE_FOO_C % 40, "-shared")
         self.ext = mingw(d / "ext" / "_ext.pyd", PE_EXT_C, "-shared", str(self.vendored))
+        self.delayed = self._delay_loading(d)
+
+    def _delay_loading(self, d: Path) -> Path:
+        """_ext.pyd linked against a dlltool delay-import library. binutils 2.40 leaves the
+        delay-import data directory empty (the helper code finds its descriptor by symbol), so a
+        copy of the descriptor, with the terminator the format needs, is put into .idata's slack
+        and the directory pointed at it. The copy shares the name string with the original."""
+        (d / "foo.def").write_text("LIBRARY libfoo-abc123.dll\nEXPORTS\n    foo\n")
+        subprocess.run(["x86_64-w64-mingw32-dlltool", "--input-def", str(d / "foo.def"), "--dllname",
+                        "libfoo-abc123.dll", "--output-delaylib", str(d / "libfoo_delay.a")], check=True)
+        built = mingw(d / "delayed" / "_ext.pyd", PE_EXT_C, "-shared", str(d / "libfoo_delay.a"))
+        symbols = subprocess.run(["x86_64-w64-mingw32-nm", str(built)], capture_output=True, text=True,
+                                 check=True).stdout
+        found = re.search(r"^([0-9a-f]+) T __DELAY_IMPORT_DESCRIPTOR_", symbols, re.M)
+        assert found is not None
+        address = int(found[1], 16)
+        pe = pefile.PE(data=built.read_bytes(), fast_load=True)
+        idata = next(s for s in pe.sections if s.Name.startswith(b".idata"))
+        at = -(-idata.Misc_VirtualSize // 8) * 8
+        descriptor = pe.get_data(address - pe.OPTIONAL_HEADER.ImageBase, 32)
+        pe.set_bytes_at_rva(idata.VirtualAddress + at, descriptor + bytes(32))
+        idata.Misc_VirtualSize = at + 64
+        pe.OPTIONAL_HEADER.DATA_DIRECTORY[13].VirtualAddress = idata.VirtualAddress + at
+        pe.OPTIONAL_HEADER.DATA_DIRECTORY[13].Size = 64
+        pe.OPTIONAL_HEADER.CheckSum = 0
+        built.write_bytes(pe.write())
+        return built
 
     def variant(self, name: str, data: bytes) -> Path:
         out = self.d / name / "_ext.pyd"
@@ -448,6 +475,16 @@ def test_pe_random_damage_is_peerror_or_a_result(pebed: PeBed, seed: int) -> Non
                 rename_imports(candidate, {"libfoo-abc123.dll": LONG_DLL if i % 3 else "libfoo.dll"})
 
 
+def test_pe_delay_import_is_renamed(pebed: PeBed) -> None:
+    data = pebed.delayed.read_bytes()
+    assert read_pe(data).delay_imports == ("libfoo-abc123.dll",)
+    for new in ("libfoo.dll", LONG_DLL):
+        result = rename_imports(data, {"libfoo-abc123.dll": new})
+        info = read_pe(result.data)
+        assert (info.delay_imports, result.checksum_updated) == ((new,), False)
+        assert ("libfoo-abc123.dll", "foo") not in info.imported and (new.lower(), "foo") in info.imported
+
+
 @pytest.mark.wine
 def test_pe_renamed_imports_bind_to_the_preloaded_dll_under_wine(wine: WineBed, pebed: PeBed) -> None:
     data = pebed.ext.read_bytes()
@@ -457,6 +494,9 @@ def test_pe_renamed_imports_bind_to_the_preloaded_dll_under_wine(wine: WineBed, 
         "section": (rename_imports(fill_slack(data), {"libfoo-abc123.dll": LONG_DLL}).data, pebed.longer),
         "signed": (rename_imports(fake_signed(data)[0], {"libfoo-abc123.dll": "libfoo.dll"}).data,
                    pebed.system),
+        # In place, so the descriptor the delay-load helper uses sees the new name too.
+        "delayed": (rename_imports(pebed.delayed.read_bytes(), {"libfoo-abc123.dll": "libfoo.dll"}).data,
+                    pebed.system),
     }
     # Control: the unpatched consumer with the same preload still looks for the vendored name.
     pre = write_preloads(pebed.d / "system.preloads", [(CPYTHON_EXT_FLAGS, pebed.system)])

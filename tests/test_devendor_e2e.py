@@ -1,0 +1,178 @@
+"""devendor end to end: devendored wheels installed with real pip into fresh venvs, imported, and
+/proc/self/maps showing the registry copies only. The real numpy wheel is marked realwheels."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import CACHE, run
+from dllreg.__main__ import main
+from test_devendor import library_wheel, needs_gcc, recipes, vendored_wheel
+
+__all__ = ["recipes"]  # the fixture, shared with test_devendor
+
+DOWNLOADS = CACHE / "downloads"
+NUMPY = "numpy==2.4.6"
+MAPS = """
+import json
+maps = {l.split()[-1] for l in open('/proc/self/maps') if '/' in l.split()[-1]}
+print(json.dumps(sorted(p for p in maps if any(k in p for k in KEYS))))
+"""
+
+
+class Env:
+    """A venv without pip of its own: the test runner's pip installs into it (--python)."""
+
+    def __init__(self, path: Path) -> None:
+        run([sys.executable, "-m", "venv", "--without-pip", str(path)])
+        self.python = str(path / "bin" / "python")
+        self.site = next((path / "lib").glob("python3*/site-packages"))
+
+    def install(self, *args: str, index: bool = False) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "pip", "--python", self.python, "install", "-q",
+               "--disable-pip-version-check", *([] if index else ["--no-index"]), *args]
+        return run(cmd)
+
+    def mapped(self, code: str, keys: tuple[str, ...]) -> tuple[str, list[str]]:
+        """Run ``code``; return its stdout (without the last line) and the mapped files matching keys."""
+        script = textwrap.dedent(code) + f"\nKEYS = {keys!r}\n" + MAPS
+        out = run([self.python, "-c", script], env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stdout
+        *lines, last = out.strip().splitlines()
+        return "\n".join(lines), json.loads(last)
+
+
+pytestmark = pytest.mark.e2e
+
+
+@needs_gcc
+def test_substituted_library_is_the_only_copy_mapped(tmp_path: Path, recipes: Path) -> None:
+    wheel = vendored_wheel(tmp_path)
+    lib = library_wheel(tmp_path)
+    out = tmp_path / "out"
+    assert main(["devendor", str(wheel), "-o", str(out), "--with-lib", str(lib),
+                 "--recipes", str(recipes)]) == 0
+    env = Env(tmp_path / "venv")
+    env.install("--find-links", str(out), "pkga")
+    text, maps = env.mapped("import pkga; print(pkga.call())", ("libfoo",))
+    assert text == "14"
+    assert maps == [str(env.site / "dllreg.libs" / "foo" / "lib" / "libfoo.so.1")]
+    assert not (env.site / "pkga.libs").exists()
+
+
+@needs_gcc
+def test_two_wheels_share_one_packaged_copy(tmp_path: Path, recipes: Path) -> None:
+    out = tmp_path / "out"
+    wheels = [vendored_wheel(tmp_path, d) for d in ("pkga", "pkgb")]
+    assert main(["devendor", *map(str, wheels), "-o", str(out), "--recipes", str(recipes)]) == 0
+    libs = sorted(p.name for p in out.glob("dllreg_lib_*.whl"))
+    assert len(libs) == 1 and libs[0].startswith("dllreg_lib_foo-1+s")
+    env = Env(tmp_path / "venv")
+    env.install("--find-links", str(out), "pkga", "pkgb")
+    text, maps = env.mapped("import pkga, pkgb; print(pkga.call() + pkgb.call())", ("libfoo",))
+    assert text == "28"
+    assert maps == [str(env.site / "dllreg.libs" / "foo" / "lib" / "libfoo.so.1")]
+
+
+@needs_gcc
+def test_packaged_chain_without_any_recipe(tmp_path: Path) -> None:
+    """No recipe at all: libfoo and the libbar it needs become two library wheels, foo requiring bar;
+    their SONAMEs, DT_NEEDED and RPATHs are rewritten."""
+    empty = tmp_path / "no-recipes"
+    empty.mkdir()
+    bar = {"libbar-99aa88bb.so.2": "int bar(void){return 5;}\n"}
+    code = "int bar(void);\nint foo(int x){return 3*x+bar()-4;}\nint foo_extra(void){return 7;}\n"
+    wheel = vendored_wheel(tmp_path, lib_code=code, extra_libs=bar)
+    out = tmp_path / "out"
+    assert main(["devendor", str(wheel), "-o", str(out), "--recipes", str(empty)]) == 0
+    env = Env(tmp_path / "venv")
+    env.install("--find-links", str(out), "pkga")
+    text, maps = env.mapped("import pkga; print(pkga.call())", ("libfoo", "libbar"))
+    assert text == "14"
+    assert maps == [str(env.site / "dllreg.libs" / "bar" / "lib" / "libbar.so.2"),
+                    str(env.site / "dllreg.libs" / "foo" / "lib" / "libfoo.so.1")]
+
+
+@needs_gcc
+def test_rerun_into_the_input_directory_is_refused(tmp_path: Path, recipes: Path) -> None:
+    wheel = vendored_wheel(tmp_path)
+    before = wheel.read_bytes()
+    assert main(["devendor", str(wheel), "-o", str(wheel.parent), "--recipes", str(recipes)]) == 2
+    assert wheel.read_bytes() == before
+
+
+# --- the real numpy wheel -----------------------------------------------------------------------
+
+
+def _numpy_wheel() -> Path:
+    pattern = "numpy-2.4.6-cp311-cp311-manylinux*x86_64.whl"
+    found = sorted(DOWNLOADS.glob(pattern))
+    if not found:
+        run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+             "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "-d", str(DOWNLOADS), NUMPY])
+        found = sorted(DOWNLOADS.glob(pattern))
+    return found[-1]
+
+
+def _openblas64_wheel(outdir: Path) -> Path:
+    """dllreg-lib-openblas64 from scipy-openblas64, built by the recipe machinery (cached source)."""
+    from dllreg.libwheel import plan_library, write_library_wheel
+    from dllreg.recipe_build import check_abi, fetch_source, recipe_source
+    from dllreg.recipes import load_registry
+
+    recipe = load_registry().require("openblas64")
+    cached = sorted(DOWNLOADS.glob("scipy_openblas64-*manylinux*x86_64.whl"))
+    source = cached[-1] if cached else fetch_source(recipe, "manylinux_2_28_x86_64", DOWNLOADS)
+    files, version = recipe_source(recipe, source)
+    plan = plan_library(files, recipe.name, version)
+    check_abi(recipe, plan)
+    return write_library_wheel(plan, outdir)
+
+
+@pytest.mark.realwheels
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11) or sys.platform != "linux", reason="cp311 Linux wheel")
+def test_real_numpy_on_the_registry_openblas64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    numpy = _numpy_wheel()
+    lib = _openblas64_wheel(tmp_path / "libs")
+    out = tmp_path / "out"
+    assert main(["devendor", str(numpy), "-o", str(out), "--with-lib", str(lib), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (w,) = doc["wheels"]
+    actions = {Path(d["member"]).name.split("-")[0]: d["action"] for d in w["libraries"]}
+    assert actions == {"libscipy_openblas64_": "substitute", "libgfortran": "drop", "libquadmath": "drop"}
+    assert w["requires"] == ["openblas64>=0.3.34.481.3"] and w["bytes_after"] == 0
+    print(f"numpy: {w['bytes_before']} bytes vendored before, {doc['bytes']['after']} after "
+          f"(registry OpenBLAS {doc['substitutes'][0]['bytes']})", file=sys.stderr)
+
+    env = Env(tmp_path / "venv")
+    env.install("--find-links", str(out), "numpy")
+    text, maps = env.mapped("""
+        import numpy as np
+        rng = np.random.default_rng(0)
+        a = rng.random((200, 200)) + 200 * np.eye(200)
+        print(np.allclose(a @ np.linalg.inv(a), np.eye(200)), np.allclose(np.linalg.solve(a, a[:, 0]),
+              np.eye(200)[:, 0]))
+        print(np.linalg.eigvalsh(a + a.T).shape, np.linalg.svd(a[:20, :10], compute_uv=False).shape)
+        """, ("openblas", "gfortran", "quadmath"))
+    assert text.splitlines() == ["True True", "(200,) (10,)"]
+    assert maps == [str(env.site / "dllreg.libs" / "openblas64" / "lib" / "libscipy_openblas64_.so")]
+    assert not (env.site / "numpy.libs").exists()
+
+    # numpy's own linalg test-suite, when pytest and hypothesis can be installed
+    try:
+        env.install("pytest", "hypothesis", index=True)
+    except AssertionError as exc:
+        pytest.skip(f"pytest/hypothesis not installable here: {str(exc)[-200:]}")
+    tests = env.site / "numpy" / "linalg" / "tests"
+    proc = subprocess.run([env.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    summary = proc.stdout.strip().splitlines()[-1:]
+    print(f"numpy/linalg/tests on the devendored numpy: {summary}", file=sys.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -59,9 +59,9 @@ Payload = Union[bytes, Path]
 
 def subdir() -> str:
     """This machine's conda subdir (``linux-64``, ``linux-aarch64``, ...)."""
-    from rattler import Platform
+    from rattler import Subdir
 
-    return str(Platform.current())
+    return str(Subdir.current())
 
 
 def hook_scripts(package: str, library: str, files: Sequence[str]) -> dict[str, bytes]:

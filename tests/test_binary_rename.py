@@ -213,6 +213,9 @@ def test_unchanged_input_is_equal_bytes() -> None:
     assert replace_needed(data, {}) == data
     assert replace_needed(data, {"libzzz.so": "liby.so", "liba.so": "liba.so"}) == data
     assert replace_needed(data, {}, drop_rpath=lambda e: False) == data
+    static = bytearray(data)
+    static[16 + 2 * 8 + 24:16 + 2 * 8 + 26] = b"\0\0"  # e_phnum = 0: no PT_DYNAMIC
+    assert replace_needed(bytes(static), {"liba.so": "libb.so"}) == bytes(static)
 
 
 @pytest.mark.parametrize("new", ["", "a/b.so", "x\0y.so"])

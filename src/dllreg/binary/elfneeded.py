@@ -57,6 +57,14 @@ class _Image:
 
 
 def _parse(data: bytes) -> _Image:
+    img = _parse_dynamic(data)
+    if img is None:
+        raise ELFError("no PT_DYNAMIC segment: the file needs no libraries")
+    return img
+
+
+def _parse_dynamic(data: bytes) -> _Image | None:
+    """The image's dynamic-linking model; None for a file without PT_DYNAMIC."""
     if not is_elf(data) or len(data) < 16:
         raise ELFError("not an ELF file (bad magic or truncated identification)")
     if data[4] not in _FORMATS or data[5] not in (1, 2):
@@ -75,7 +83,7 @@ def _parse(data: bytes) -> _Image:
         elif p_type == _PT_DYNAMIC and dynamic is None:
             dynamic = (p_offset, p_filesz)
     if dynamic is None:
-        raise ELFError("no PT_DYNAMIC segment: the file needs no libraries")
+        return None  # static executable or object file: it needs no libraries
     dyn_offset, dyn_size = dynamic
     r.check(dyn_offset, dyn_size, "PT_DYNAMIC segment")
     tags: dict[int, int] = {}
@@ -161,7 +169,9 @@ def _encode(name: str) -> bytes:
 
 def rename_needed(data: bytes, renames: Mapping[str, str]) -> bytes:
     """*data* with each needed library named in *renames* renamed; equal bytes if none is."""
-    img = _parse(data)
+    img = _parse_dynamic(data)
+    if img is None:
+        return data
     out = bytearray(data)
     # Group the rewritable references by the string they point at.
     targets: dict[int, list[_Ref]] = {}

@@ -6,6 +6,7 @@ that must bind to the conda copy. Slow: marked e2e."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -13,12 +14,16 @@ from pathlib import Path
 
 import pytest
 
+import winebed
 from conftest import ROOT, Venv, gcc_shared, run
+from winebed import WineBed
 
 pytest.importorskip("rattler")
 from condabed import CondaBed, Run, hook_scripts, installed
 
 pytestmark = pytest.mark.e2e
+
+wine = winebed.wine  # the session fixture, for the .bat hooks under Wine (skips without Wine)
 
 HOOKS = ROOT / "hooks" / "conda"
 FOO_H = "int foo_answer(void);\n"
@@ -246,3 +251,92 @@ def test_bat_hooks_have_crlf_and_the_same_two_lines() -> None:
         text = data.decode()
         assert text.count('\r\nset "DLLREG_NAME=') == 1 and text.count('\r\nset "DLLREG_FILES=') == 1
         assert '"%PREFIX%\\python.exe"' in text or "%PREFIX%\\python.exe" in text
+
+
+# ---- the .bat hooks under Wine's cmd.exe ----------------------------------------------------
+
+# A stand-in for %PREFIX%\python.exe (no Windows CPython here): it appends its command line to
+# calls.txt beside itself, fails `-c "import dllreg"` while NODLLREG exists there, and exits 7
+# for anything else, so the test sees the exact dllreg command and that its status comes back.
+FAKE_PYTHON_C = r"""
+#include <windows.h>
+#include <wchar.h>
+int wmain(void){
+  wchar_t dir[MAX_PATH], path[MAX_PATH]; DWORD n;
+  GetModuleFileNameW(NULL, dir, MAX_PATH); *(wcsrchr(dir, L'\\') + 1) = 0;
+  wcscpy(path, dir); wcscat(path, L"calls.txt");
+  HANDLE h = CreateFileW(path, FILE_APPEND_DATA, 0, NULL, OPEN_ALWAYS, 0, NULL);
+  char line[4096]; int len = WideCharToMultiByte(CP_UTF8, 0, GetCommandLineW(), -1, line, 4000, 0, 0);
+  line[len - 1] = '\n'; WriteFile(h, line, len, &n, NULL); CloseHandle(h);
+  if (wcsstr(GetCommandLineW(), L"import dllreg")) {
+    wcscpy(path, dir); wcscat(path, L"NODLLREG");
+    return GetFileAttributesW(path) != INVALID_FILE_ATTRIBUTES;
+  }
+  return 7;
+}
+"""
+
+
+@pytest.fixture
+def bat_hooks(tmp_path: Path) -> dict[str, Path]:
+    """The .bat hooks with the two lines edited as a packager would (two DLLs)."""
+    out = {}
+    for kind in ("post-link", "pre-unlink"):
+        text = (HOOKS / f"{kind}.bat").read_bytes().decode()
+        text, n = re.subn(r'set "DLLREG_FILES=[^"\r\n]*"',
+                          r'set "DLLREG_FILES=Library\\bin\\bar.dll Library\\bin\\foo.dll"', text)
+        assert n == 1
+        out[kind] = tmp_path / "Scripts" / f".libfoo-{kind}.bat"
+        out[kind].parent.mkdir(exist_ok=True)
+        out[kind].write_bytes(text.encode())
+    return out
+
+
+@pytest.mark.wine
+def test_bat_hooks_under_wine_cmd(wine: WineBed, tmp_path: Path, bat_hooks: dict[str, Path]) -> None:
+    root = tmp_path / "conda env"  # a space in the prefix: quoting must hold
+    root.mkdir()
+    prefix = winebed.winpath(root)
+    env = {"PREFIX": prefix, "PKG_NAME": "libfoo", "PKG_VERSION": "1.0", "PKG_BUILDNUM": "3"}
+
+    def hook(kind: str) -> int:
+        return wine.run("cmd", "/c", bat_hooks[kind], env=env).returncode
+
+    def calls() -> list[str]:
+        path = root / "calls.txt"
+        lines = path.read_text().splitlines() if path.exists() else []
+        path.unlink(missing_ok=True)
+        return [line.strip() for line in lines]
+
+    # No python.exe at all: a message, exit 0.
+    assert hook("post-link") == 0 and hook("pre-unlink") == 0
+    messages = (root / ".messages.txt").read_text().splitlines()
+    python = f"{prefix}\\python.exe"
+    assert messages == [
+        f"dllreg: libfoo 1.0 (build 3) did not register library foo: {python} is missing or "
+        f'has no dllreg; after installing dllreg run: "{python}" -m dllreg register --name foo '
+        f'--version 1.0 --provider conda --prefix "{prefix}" --owner libfoo '
+        f'--path "{prefix}\\Library\\bin\\bar.dll" --path "{prefix}\\Library\\bin\\foo.dll"',
+        f"dllreg: libfoo 1.0 (build 3) did not unregister library foo (Library\\bin\\bar.dll "
+        f"Library\\bin\\foo.dll): {python} is missing or has no dllreg"]
+    (root / ".messages.txt").unlink()
+
+    winebed.mingw(root / "python.exe", FAKE_PYTHON_C, "-municode", "-O1")
+    (root / "NODLLREG").touch()  # a python without dllreg: the same, after asking it
+    assert hook("post-link") == 0
+    assert calls() == [f'"{python}" -I -c "import dllreg"']
+    assert "did not register library foo" in (root / ".messages.txt").read_text()
+    (root / ".messages.txt").unlink()
+
+    (root / "NODLLREG").unlink()  # dllreg present: the exact commands, and their status
+    assert hook("post-link") == 7
+    assert calls() == [
+        f'"{python}" -I -c "import dllreg"',
+        f'"{python}" -I -m dllreg register --name "foo" --version "1.0" --provider conda '
+        f'--prefix "{prefix}" --owner "libfoo"  --path "{prefix}\\Library\\bin\\bar.dll" '
+        f'--path "{prefix}\\Library\\bin\\foo.dll"']
+    assert hook("pre-unlink") == 7
+    assert calls() == [f'"{python}" -I -c "import dllreg"',
+                       f'"{python}" -I -m dllreg unregister --name "foo" --provider conda '
+                       f'--owner "libfoo"']
+    assert not (root / ".messages.txt").exists()

@@ -109,13 +109,17 @@ def test_preference_between_providers(tmp_path: Path, site: Path, libdir: Path) 
 def test_stub_and_dllreg_agree_on_the_preference() -> None:
     from dllreg import _runtime
 
-    for raw in ("", "wheel", "system,wheel", "registry", "vendored", "wheel, conda", "x,,y", "WHEEL"):
+    cases = {"": False, "wheel": False, "system,wheel": False, "registry": False, "vendored": True,
+             "wheel, conda": False, "x,,y": False, "WHEEL": False, "registry,vendored": False,
+             " Vendored ,wheel": True, "wheel,vendored": False}
+    for raw, vendored_first in cases.items():
         os.environ["DLLREG_PREFER"] = raw
         try:
-            stub = tuple("wheel" if p == "" else p[1:] for p in _runtime._preference())
+            suffixes, first = _runtime._preference()
         finally:
             del os.environ["DLLREG_PREFER"]
-        assert stub == preference(raw), raw
+        assert tuple("wheel" if p == "" else p[1:] for p in suffixes) == preference(raw), raw
+        assert first is vendored_first, raw
 
 
 def test_conda_registration_stays_in_its_prefix(tmp_path: Path, site: Path, libdir: Path) -> None:

@@ -77,26 +77,37 @@ def _search_dirs(own_site):
 
 
 def _preference():
-    # DLLREG_PREFER: providers listed first, the rest in the default order conda, system, wheel
-    # (names.preference; kept in step by a test). Folder suffixes: '' is the wheel's copy.
-    default = ["conda", "system", "wheel"]
+    # DLLREG_PREFER: providers listed first, the rest in the default order conda, system,
+    # wheel, vendored (names.preference; kept in step by a test). Returns the folder suffixes
+    # tried in each site directory ('' is the wheel's copy) and whether a package's own
+    # vendored copy comes before every site directory (else after all of them).
+    default = ["conda", "system", "wheel", "vendored"]
     listed = [w.strip().lower() for w in os.environ.get("DLLREG_PREFER", "").split(",")]
     if "registry" in listed:
         i = listed.index("registry")
-        listed[i:i + 1] = default
+        listed[i:i + 1] = default[:3]
     order = [w for w in dict.fromkeys(listed) if w in default]
     order += [p for p in default if p not in order]
-    return tuple("" if p == "wheel" else "." + p for p in order)
+    return (tuple("" if p == "wheel" else "." + p for p in order if p != "vendored"),
+            order[0] == "vendored")
 
 
-def _candidates(st, own_site):
-    # Site directories in search order; within one, the providers in preference order.
+def _candidates(st, own_site, vendored):
+    # (directory holding dllreg.libs, folder suffix, is the vendored copy), in order: site
+    # directories in search order, in each the providers in preference order; the package's
+    # own vendored copies (<package>/dllreg.libs, written by `dllreg vendor`) last, or first
+    # with DLLREG_PREFER=vendored.
     prefer = getattr(st, "prefer", None)
-    if prefer is None:  # the record was made by an older stub
+    if prefer is None or len(prefer) != 2:  # the record was made by an older stub
         prefer = st.prefer = _preference()
+    suffixes, vendored_first = prefer
+    if vendored and vendored_first:
+        yield vendored, "", True
     for site in _search_dirs(own_site):
-        for provider in prefer:
-            yield site, provider
+        for provider in suffixes:
+            yield site, provider, False
+    if vendored and not vendored_first:
+        yield vendored, "", True
 
 
 def _read_manifest(path):
@@ -209,7 +220,7 @@ def _open(st, path):
     return _ctypes.dlopen(path, os.RTLD_LOCAL)  # RTLD_LOCAL: macOS dyld defaults to global
 
 
-def _require(st, user, name, spec, own_site, chain):
+def _require(st, user, name, spec, own_site, chain, vendored=None):
     rec = st.loaded.get(name)
     if rec is not None:
         if not _satisfies(spec, rec["version"]):
@@ -221,7 +232,7 @@ def _require(st, user, name, spec, own_site, chain):
     if name in chain:
         raise _fail(user, "cycle", name=name, spec=spec, chain=[*chain, name])
     seen = []
-    for site, provider in _candidates(st, own_site):
+    for site, provider, is_vendored in _candidates(st, own_site, vendored):
         lib_dir = os.path.join(site, _REGISTRY, name + provider)
         manifest = os.path.join(lib_dir, "MANIFEST")
         try:
@@ -235,13 +246,14 @@ def _require(st, user, name, spec, own_site, chain):
             raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
                         error=exc) from None
         if _DEBUG:
-            _say("%s: found %s %s at %s" % (user, name, version, lib_dir))
+            _say("%s: found %s %s at %s%s" % (user, name, version, lib_dir,
+                                              " (vendored copy)" if is_vendored else ""))
         if not _satisfies(spec, version):
             seen.append((version, lib_dir))
             continue
         for dep_name, dep_spec in reqs:
             _require(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
-                     [*chain, name])
+                     [*chain, name], vendored)
         rec = {"version": version, "dir": lib_dir, "paths": [], "handles": [],
                "users": {user: spec}, "dll_dirs": []}
         if st.windows:  # only when a manifest asks (plugins loaded by bare name, e.g. MKL)
@@ -281,9 +293,10 @@ def _load_all(package, stub_file, depth, requires):
     own_site = os.path.abspath(stub_file)
     for _ in range(depth + 2):  # <site>/<pkg>/.../_dlls.py
         own_site = os.path.dirname(own_site)
+    vendored = os.path.dirname(os.path.abspath(stub_file))  # <package>/dllreg.libs: `vendor`
     with st.lock:
         for name, spec in requires:
-            _require(st, package, name, spec, own_site, [])
+            _require(st, package, name, spec, own_site, [], vendored)
     return st
 
 

@@ -97,6 +97,9 @@ def test_vendored_wheel_works_alone_and_yields_to_the_registry(tmp_path: Path,
     alone = python(code, site, DLLREG_DEBUG="1")
     assert alone.stdout.split() == ["55"], alone.stderr
     assert f"found qsum 3.1.4 at {site}/cpkg/dllreg.libs/qsum (vendored copy)" in alone.stderr
+    check = subprocess.run([sys.executable, "-m", "dllreg", "check", "--path", str(site)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.endswith("0 libraries, 1 consumers: OK\n"), check.stdout
     # A compatible registry copy, once installed, wins; DLLREG_PREFER=vendored reverses it.
     install_wheel(library_wheel(tmp_path, "3.2", QSUM2_C, tmp_path / "libs2"), site)
     assert python(code, site).stdout.split() == ["1000055"]

@@ -115,7 +115,9 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
     libs = effective(libraries)
     for consumer in consumers:
         subject = f"{consumer.name} {consumer.version}"
-        problems += _requirement_problems(subject, consumer.requires, libraries)
+        # A vendored library is the stub's last resort: only a registry copy can be missing.
+        problems += _requirement_problems(
+            subject, [r for r in consumer.requires if r.name not in consumer.vendored], libraries)
         if binaries is not None:
             problems += binding_problems(subject, binaries(consumer), list(libs.values()))
     for lib in libs.values():

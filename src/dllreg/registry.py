@@ -59,6 +59,7 @@ class Consumer:
     version: str
     requires: tuple[NativeRequirement, ...]
     dist_info: Path
+    vendored: tuple[str, ...] = ()  # libraries its wheel carries itself (`dllreg vendor`)
 
 
 def site_dirs(extra: Iterable[str] = ()) -> list[Path]:
@@ -162,6 +163,14 @@ def read_consumer_record(dist_info: Path) -> tuple[NativeRequirement, ...]:
         raise ManifestError(f"{path}: unreadable consumer record ({exc})") from None
 
 
+def _vendored(dist_info: Path) -> tuple[str, ...]:
+    path = _consumer_record_path(dist_info) or dist_info / CONSUMER_RECORD
+    try:
+        return tuple(json.loads(path.read_text(encoding="utf-8")).get("vendored", {}))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"{path}: unreadable consumer record ({exc})") from None
+
+
 def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[DllregError]]:
     consumers: list[Consumer] = []
     errors: list[DllregError] = []
@@ -183,10 +192,11 @@ def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[Dllr
             seen.add(name.lower())
             try:
                 requires = read_consumer_record(dist_info)
+                vendored = _vendored(dist_info)
             except DllregError as exc:
                 errors.append(exc)
                 continue
-            consumers.append(Consumer(name, version, requires, dist_info))
+            consumers.append(Consumer(name, version, requires, dist_info, vendored))
     return consumers, errors
 
 

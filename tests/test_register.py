@@ -155,16 +155,20 @@ def _elf_for(arch: int, src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("case", ["text", "arch", "name", "version", "missing", "nosoname",
+@pytest.mark.parametrize("case", ["source", "text", "arch", "name", "version", "missing", "nosoname",
                                   "recipe-abi"])
 def test_bad_input_writes_nothing(tmp_path: Path, site: Path, libdir: Path, case: str) -> None:
     good = str(libdir / "libqsum.so.3")
     name, version, path = "qsum", "3.2", good
     expect = ""
-    if case == "text":
+    if case == "source":
+        path = str(tmp_path / "qsum.c")
+        Path(path).write_text(QSUM_C)
+        expect = "qsum.c: not a shared library (expected a .so, .so.N, .dylib or .dll file)"
+    elif case == "text":
         path = str(tmp_path / "libnot.so.1")
         Path(path).write_text("INPUT(-lfoo)\n")  # a linker script, not a library
-        expect = "libnot.so.1"
+        expect = "libnot.so.1: not an ELF, PE or Mach-O file"
     elif case == "arch":
         path = str(_elf_for(183, libdir / "libqsum.so.3.2.0", tmp_path / "libqsum.so.3"))  # aarch64
         expect = "architecture"
@@ -303,3 +307,29 @@ def test_debian_openblas_registered_as_system_provider(tmp_path: Path, site: Pat
     assert sorted(eval(maps)) == sorted([real_blas, real_gfortran])  # one copy each, registered
     rc, out, _ = dllreg("check", "--verify", "--path", str(site))
     assert rc == 0, out
+
+
+def test_a_dist_info_left_out_of_step_by_a_kill_is_healed_by_the_next_writer(
+        site: Path, libdir: Path, tmp_path: Path) -> None:
+    lib = str(libdir / "libqsum.so.3")
+    for name in ("qsum", "other"):
+        assert main(["register", "--name", name, "--version", "3.2", "--path", lib, "--site",
+                     str(site)]) == 0
+    # What a writer killed between its change and the dist-info sync leaves behind:
+    shutil.rmtree(site / "dllreg.libs" / "qsum.system")  # a removal, dist-info not synced
+    shutil.rmtree(site / "dllreg_lib_other-3.2.dist-info")  # a registration without dist-info
+    assert main(["register", "--name", "third", "--version", "1", "--path", lib, "--site",
+                 str(site)]) == 0
+    assert sorted(p.name for p in site.glob("*.dist-info")) == [
+        "dllreg_lib_other-3.2.dist-info", "dllreg_lib_third-1.dist-info"]
+
+
+def test_check_path_may_be_relative(site: Path, libdir: Path) -> None:
+    assert main(["register", "--name", "qsum", "--version", "3.2", "--path", str(libdir / "libqsum.so.3"),
+                 "--site", str(site)]) == 0
+    proc = subprocess.run([sys.executable, "-m", "dllreg", "list", "--path", site.name],
+                          capture_output=True, text=True, cwd=site.parent)
+    assert "qsum" in proc.stdout and "system" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "dllreg", "list", "--path", "nope"],
+                          capture_output=True, text=True, cwd=site.parent)
+    assert proc.returncode == 2 and proc.stderr == "error: --path nope: not a directory\n"

@@ -16,7 +16,7 @@ import sysconfig
 from collections.abc import Sequence
 
 from .errors import DllregError
-from .libwheel import LibraryPlan, Source, SourceFile, plan_library
+from .libwheel import _SHARED, LibraryPlan, Source, SourceFile, plan_library
 from .manifest import Manifest
 from .names import EXTERNAL_PROVIDERS, library_name, parse_version
 from .pkgconfig import render_pc
@@ -81,6 +81,10 @@ def plan_registration(name: str, version: str, files: Sequence[tuple[str, bytes]
         base = posixpath.basename(path.replace("\\", "/"))
         if seen.setdefault(base, path) != path:
             raise RegisterError(f"{seen[base]} and {path}: two files named {base}")
+    for path, _ in files:
+        if not _SHARED.search(posixpath.basename(path.replace("\\", "/"))):
+            raise RegisterError(f"{path}: not a shared library (expected a .so, .so.N, .dylib or "
+                                ".dll file); name the library files only")
     dirs = {os.path.dirname(normalized_path(p)) for p, _ in files}
     source = Source(dirs.pop() if len(dirs) == 1 else "registered files",
                     tuple(SourceFile(posixpath.basename(p.replace("\\", "/")), data)

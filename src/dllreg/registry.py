@@ -68,7 +68,12 @@ def site_dirs(extra: Iterable[str] = ()) -> list[Path]:
     Relative entries (the current directory among them) are never searched.
     """
     out: list[Path] = []
-    for entry in [*extra, *sys.path]:
+    for entry in extra:  # given by the user (--path): relative to the current directory
+        if not os.path.isdir(entry):
+            raise DllregError(f"--path {entry}: not a directory")
+        if Path(os.path.abspath(entry)) not in out:
+            out.append(Path(os.path.abspath(entry)))
+    for entry in sys.path:
         if isinstance(entry, str) and os.path.isabs(entry) and os.path.isdir(entry):
             p = Path(entry)
             if p not in out:

@@ -43,6 +43,7 @@ def locked(site: Path) -> Iterator[Path]:
     try:
         _lock(fd)
         _remove_leftovers(root)
+        _heal_dist_infos(site, root)
         yield root
     finally:
         os.close(fd)  # closing releases the lock
@@ -90,6 +91,31 @@ def _remove_leftovers(root: Path) -> None:
             continue
         for tmp in path.rglob(".*.part"):
             tmp.unlink(missing_ok=True)
+
+
+def _heal_dist_infos(site: Path, root: Path) -> None:
+    """A writer killed between its registry change and the dist-info sync leaves them out of
+    step (a dist-info for nothing, none for a registration, an old version): find such names
+    with one listing of each directory and sync them. Only called under the lock."""
+    ours: dict[str, str] = {}
+    for entry in os.listdir(site):
+        if entry.startswith("dllreg_lib_") and entry.endswith(".dist-info") and _is_ours(site / entry):
+            name, _, version = entry[len("dllreg_lib_"):-len(".dist-info")].partition("-")
+            ours[name.replace("_", "-")] = version
+    registered = {fp[0] for e in os.listdir(root) if (fp := folder_provider(e)) is not None
+                  and fp[1] in EXTERNAL_PROVIDERS and (root / e / MANIFEST_NAME).exists()}
+    for name in sorted(set(ours) | registered):
+        if name in ours and name in registered:
+            best = next((root / registry_folder(name, p) for p in prefer() if p in EXTERNAL_PROVIDERS
+                         and (root / registry_folder(name, p) / MANIFEST_NAME).exists()), None)
+            try:
+                if best is not None and read_library(best).manifest.version == ours[name]:
+                    continue
+            except DllregError:
+                pass
+        if name not in ours and _dist_infos(site, name):
+            continue  # pip's own dist-info: nothing of ours to write
+        sync_dist_info(site, name)
 
 
 def write_registration(site: Path, reg: Registration) -> Path:

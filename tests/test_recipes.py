@@ -279,7 +279,8 @@ def test_unknown_depurls_get_a_did_you_mean(registry: Registry) -> None:
                                           r"the registry has the DepURL dep:generic/openbals; did you mean "
                                           r"openblas or openblas64 or libopenblas\?"):
         requirements_from_external(external("dep:generic/openbals"), registry)
-    with pytest.raises(RecipeError, match=r"DepURL dep:generic/libffi; known: gfortran, libopenblas, msvc-runtime"):
+    with pytest.raises(RecipeError,
+                       match=r"DepURL dep:generic/libffi; known: gfortran, libopenblas, msvc-runtime"):
         requirements_from_external(external("dep:generic/libffi"), registry)
     assert requirements_from_external(external("dep:generic/libffi", "dep:generic/openblas"), registry,
                                       ignore_unknown=True) == [req("openblas")]

@@ -1,0 +1,252 @@
+"""``install``: download wheels with pip, devendor them, install the result with pip (docs/install.md).
+
+Three steps, each a function: ``download`` (pip download into a fresh directory), ``devendor``
+(read and plan every platform wheel, build every output in memory: nothing is written when any
+wheel is refused) and ``install`` (pip install --no-index from the wheelhouse, so pip records
+every file). pip runs through an injected runner and progress goes to an injected callback;
+the decisions in between are pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from .devendor import DevendorPlan, WheelPlan, plan_devendor
+from .devendor_read import LibraryWheel, library_wheel_of_plan, read_input_wheel, read_library_wheel
+from .devendor_write import Outputs, build_outputs, write_outputs
+from .errors import DllregError
+from .libwheel import LibraryPlan, plan_library, write_library_wheel
+from .names import library_of_dist
+from .recipe_build import check_abi, platform_family, recipe_source
+from .recipes import Registry
+
+#: Runs a pip command line; returns its exit status (its output goes to the user as it comes).
+PipRunner = Callable[[Sequence[str]], int]
+Progress = Callable[[str], None]
+
+
+class InstallError(DllregError):
+    """``install`` cannot go on: a bad requirement, a failed pip step, a refused wheel."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """How to run pip for the environment to install into."""
+
+    pip: tuple[str, ...]  # argv prefix, e.g. (python, "-m", "pip", "--python", TARGET)
+    index: tuple[str, ...] = ()  # index options for pip download (--no-index, --find-links ...)
+    quiet: bool = False
+
+    def download(self, dest: Path, requirements: Sequence[str], *, deps: bool = True) -> list[str]:
+        return [*self.pip, "download", "--disable-pip-version-check", "--only-binary=:all:",
+                *([] if deps else ["--no-deps"]), *(["-q"] if self.quiet else []), *self.index,
+                "-d", str(dest), *requirements]
+
+    def install(self, wheelhouse: Path, constraints: Path, requirements: Sequence[str],
+                extra: Sequence[str] = ()) -> list[str]:
+        # The same requirement strings, resolved only among the wheelhouse and pinned to what was
+        # downloaded, so a stale wheel in a reused wheelhouse is never chosen.
+        return [*self.pip, "install", "--disable-pip-version-check", "--no-index", "--only-binary=:all:",
+                "--find-links", str(wheelhouse), "-c", str(constraints),
+                *(["-q"] if self.quiet else []), *extra, *requirements]
+
+
+def pip_prefix(python: str | None, running: str = sys.executable) -> tuple[str, ...]:
+    """The running interpreter's pip, pointed at another interpreter with ``--python`` (pip then
+    runs under that interpreter, so it resolves for that interpreter's tags)."""
+    if python is None or os.path.abspath(python) == os.path.abspath(running):
+        return (running, "-m", "pip")
+    return (running, "-m", "pip", "--python", python)
+
+
+def check_requirements(requirements: Sequence[str]) -> tuple[str, ...]:
+    """The requirement strings, refused when one is a path or URL: pip would install that file
+    again instead of its devendored copy in the wheelhouse."""
+    bad = []
+    for r in requirements:
+        try:
+            if Requirement(r).url is None:
+                continue
+        except InvalidRequirement:
+            pass
+        bad.append(r)
+    if bad:
+        raise InstallError(f"install takes requirements (NAME[extras][version]), not files or URLs: "
+                           f"{', '.join(bad)}; for a wheel file use 'python -m dllreg devendor' and "
+                           "'pip install --find-links'")
+    return tuple(requirements)
+
+
+def constraints(wheels: Sequence[str]) -> str:
+    """A pip constraints file pinning each wheel's project to its exact version."""
+    pins = {}
+    for filename in wheels:
+        name, version, _, _ = parse_wheel_filename(filename)
+        pins[str(name)] = f"{name}=={version}\n"
+    return "".join(pins[n] for n in sorted(pins))
+
+
+def is_platform_wheel(filename: str) -> bool:
+    """Only platform wheels can vendor native libraries; pure wheels are installed as they are."""
+    tags = parse_wheel_filename(filename)[3]
+    return any(t.platform != "any" for t in tags)
+
+
+def is_library_wheel(filename: str) -> bool:
+    return library_of_dist(str(parse_wheel_filename(filename)[0])) is not None
+
+
+# --- step 1: download ---------------------------------------------------------------------------
+
+
+def download(target: Target, requirements: Sequence[str], dest: Path, run: PipRunner,
+             progress: Progress) -> list[Path]:
+    """The wheels pip resolves for the requirements and their dependencies (binary only)."""
+    progress(f"downloading {', '.join(requirements)} and dependencies with pip (binary wheels only)")
+    dest.mkdir(parents=True, exist_ok=True)
+    status = run(target.download(dest, requirements))
+    if status != 0:
+        raise InstallError(f"pip download failed (exit status {status}); nothing was installed")
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise InstallError("pip download gave no wheels; nothing was installed")
+    return wheels
+
+
+# --- step 2: devendor ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Devendored:
+    """Everything to write into the wheelhouse, decided and built in memory."""
+
+    plan: DevendorPlan
+    outputs: Outputs
+    fetched: tuple[LibraryPlan, ...]  # library wheels built from recipe sources, used by the plan
+    as_is: tuple[Path, ...]  # downloaded wheels installed unchanged
+
+
+def library_wheels(dirs: Sequence[Path], registry: Registry) -> list[Path]:
+    """dllreg-lib wheels of registry libraries found in ``dirs`` (downloads, local find-links)."""
+    wanted = set(registry.names())
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for wheel in sorted(d.glob("dllreg_lib_*.whl")) if d.is_dir() else []:
+            try:
+                name = library_of_dist(str(parse_wheel_filename(wheel.name)[0]))
+            except ValueError:
+                continue
+            if name in wanted:
+                found.setdefault(wheel.name, wheel)
+    return list(found.values())
+
+
+def fetch_library(target: Target, registry: Registry, name: str, platform: str, dest: Path,
+                  run: PipRunner, progress: Progress) -> tuple[LibraryPlan, LibraryWheel] | None:
+    """The recipe's library wheel built from its source, downloaded for the target like the
+    packages (devendor --fetch does the same for one platform tag); None without a source."""
+    recipe = registry.require(name)
+    family = platform_family(platform)
+    if not any(s.family == family for s in recipe.sources):
+        return None  # nothing else provides it: packaged as-is
+    req = Requirement(recipe.source_for(family).requirement)
+    progress(f"fetching {req} for the {name} library with pip")
+    folder = dest / name
+    if run(target.download(folder, [str(req)], deps=False)) != 0:
+        raise InstallError(f"pip could not download {req}, the source of the {name} library; "
+                           "nothing was installed (--no-fetch packages vendored copies as they are)")
+    got = [w for w in folder.glob("*.whl")
+           if canonicalize_name(str(parse_wheel_filename(w.name)[0])) == canonicalize_name(req.name)]
+    if not got:
+        raise InstallError(f"pip downloaded no wheel of {req.name} for the {name} library")
+    wheel = max(got, key=lambda w: Version(str(parse_wheel_filename(w.name)[1])))
+    source, version = recipe_source(recipe, wheel)
+    lp = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires])
+    check_abi(recipe, lp)
+    return lp, library_wheel_of_plan(lp, dest / lp.wheel_name)
+
+
+def devendor(downloads: Sequence[Path], registry: Registry, library_dirs: Sequence[Path],
+             fetch: Callable[[str, str], tuple[LibraryPlan, LibraryWheel] | None] | None,
+             progress: Progress) -> Devendored:
+    """Read and plan every downloaded platform wheel; build the outputs in memory."""
+    inputs = [w for w in downloads if is_platform_wheel(w.name) and not is_library_wheel(w.name)]
+    progress(f"devendoring {len(inputs)} platform wheel(s) of {len(downloads)} downloaded")
+    wheels = [read_input_wheel(p) for p in inputs]  # every input is checked before any decision
+    available = [read_library_wheel(p) for p in library_wheels(library_dirs, registry)]
+    plan = plan_devendor(wheels, registry, available)
+    fetched: list[tuple[LibraryPlan, LibraryWheel]] = []
+    if fetch is not None and plan.missing:
+        fetched = [f for name, platform in plan.missing if (f := fetch(name, platform)) is not None]
+        if fetched:
+            plan = plan_devendor(wheels, registry, available + [lw for _, lw in fetched])
+    used = {s.path for s in plan.substitutes}
+    outputs = build_outputs(plan)
+    planned = {lw.path for _, lw in fetched}  # written from their plans, not copied
+    outputs = dataclasses.replace(outputs, substitutes=tuple(s for s in outputs.substitutes
+                                                             if s.path not in planned))
+    changed = {wp.wheel.filename for wp in plan.wheels if wp.changed}
+    return Devendored(plan, outputs, tuple(lp for lp, lw in fetched if lw.path in used),
+                      tuple(w for w in downloads if w.name not in changed))
+
+
+def wheel_line(wp: WheelPlan) -> str:
+    """One progress line per devendored wheel: how many libraries met each fate."""
+    name = Path(wp.wheel.path).name
+    if not wp.decisions:
+        return f"  {name}: nothing vendored, installed as it is"
+    counts = {a: sum(d.action == a for d in wp.decisions) for a in ("substitute", "package", "drop", "keep")}
+    fates = ", ".join(f"{n} {verb}" for verb, n in zip(("substituted", "packaged", "dropped", "kept"),
+                                                       counts.values()))
+    kept = "" if wp.changed else " (nothing changed: installed as it is)"
+    return f"  {name}: {fates}; {human_size(wp.bytes_before)} vendored -> {human_size(wp.bytes_after)}{kept}"
+
+
+def byte_totals(result: Devendored) -> tuple[int, int]:
+    """Bytes of native libraries before (vendored) and after (still vendored + library wheels)."""
+    plan = result.plan
+    before = sum(wp.bytes_before for wp in plan.wheels)
+    packaged = {d.library: d.size for wp in plan.wheels for d in wp.decisions if d.action == "package"}
+    after = (sum(wp.bytes_after for wp in plan.wheels) + sum(packaged.values())
+             + sum(s.lib_bytes for s in plan.substitutes))
+    return before, after
+
+
+def human_size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB" if n else "0 B"
+
+
+def write_wheelhouse(result: Devendored, wheelhouse: Path) -> list[Path]:
+    """Write the thin wheels, library wheels and unchanged downloads; return every wheel to install."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    written = [write_library_wheel(lp, wheelhouse) for lp in result.fetched]
+    if result.outputs.consumers:
+        written += write_outputs(result.outputs, wheelhouse)
+    for w in result.as_is:
+        dst = wheelhouse / w.name
+        if dst.resolve() != w.resolve():
+            shutil.copyfile(w, dst)
+        written.append(dst)
+    return written
+
+
+# --- step 3: install ----------------------------------------------------------------------------
+
+
+def install(target: Target, wheelhouse: Path, wheels: Sequence[Path], requirements: Sequence[str],
+            run: PipRunner, progress: Progress, extra: Sequence[str] = ()) -> None:
+    pins = wheelhouse / ".dllreg-constraints.txt"
+    pins.write_text(constraints([w.name for w in wheels]), encoding="utf-8")
+    progress(f"installing {', '.join(requirements)} with pip from {wheelhouse}")
+    status = run(target.install(wheelhouse, pins, requirements, extra))
+    if status != 0:
+        raise InstallError(f"pip install failed (exit status {status}); the wheels are in {wheelhouse}")

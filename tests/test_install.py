@@ -1,0 +1,219 @@
+"""``python -m dllreg install``: the pure decisions, then pip download -> devendor -> pip install into
+fresh venvs from a local find-links directory (offline), and the real numpy (realwheels)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import CACHE, Venv, run
+from dllreg.install import (
+    InstallError,
+    Target,
+    check_requirements,
+    constraints,
+    is_platform_wheel,
+    pip_prefix,
+)
+from dllreg.wheelfile import WheelWriter
+from test_devendor import PY, needs_gcc, platform_tag, vendored_wheel
+
+MAPS = """
+import json
+maps = {l.split()[-1] for l in open('/proc/self/maps') if '/' in l.split()[-1]}
+print(json.dumps(sorted(p for p in maps if any(k in p for k in KEYS))))
+"""
+
+
+# --- the pure parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("req", ["./pkg-1.0-py3-none-any.whl", "pkg @ https://example.invalid/p.whl",
+                                 "/tmp/pkg", "not a requirement!"])
+def test_files_urls_and_junk_are_refused(req: str) -> None:
+    with pytest.raises(InstallError, match="not files or URLs"):
+        check_requirements(["numpy", req])
+
+
+def test_requirements_pass_through() -> None:
+    reqs = ["numpy>=2", "pkg[extra]==1.0", 'foo; python_version >= "3"']
+    assert check_requirements(reqs) == tuple(reqs)
+
+
+def test_constraints_pin_each_wheel() -> None:
+    text = constraints(["numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl",
+                        "dllreg_lib_foo-1+s12ab34cd-py3-none-linux_x86_64.whl",
+                        "six-1.17.0-py2.py3-none-any.whl"])
+    assert text == "dllreg-lib-foo==1+s12ab34cd\nnumpy==2.4.6\nsix==1.17.0\n"
+
+
+def test_pip_is_the_running_one_pointed_at_the_target() -> None:
+    assert pip_prefix(None, "/a/bin/python") == ("/a/bin/python", "-m", "pip")
+    assert pip_prefix("/a/bin/python", "/a/bin/python") == ("/a/bin/python", "-m", "pip")
+    assert pip_prefix("/v/bin/python", "/a/bin/python") == ("/a/bin/python", "-m", "pip", "--python",
+                                                            "/v/bin/python")
+    t = Target(("py", "-m", "pip"), ("--no-index", "--find-links", "L"))
+    assert t.download(Path("d"), ["x"], deps=False) == [
+        "py", "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:", "--no-deps",
+        "--no-index", "--find-links", "L", "-d", "d", "x"]
+    # the install never sees the user's index: the wheelhouse only, pinned
+    argv = t.install(Path("h"), Path("c.txt"), ["x>=1"])
+    assert "--no-index" in argv and "L" not in argv and argv[-1] == "x>=1" and "c.txt" in argv
+
+
+def test_platform_wheels() -> None:
+    assert is_platform_wheel("numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl")
+    assert not is_platform_wheel("six-1.17.0-py2.py3-none-any.whl")
+
+
+# --- end to end, offline -------------------------------------------------------------------------
+
+
+def _wheel(path: Path, members: dict[str, bytes], requires: tuple[str, ...] = ()) -> Path:
+    name, version, tag = path.name.split("-")[0], path.name.split("-")[1], "-".join(path.stem.split("-")[2:])
+    dist_info = f"{name}-{version}.dist-info"
+    meta = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    purelib = "true" if tag.endswith("none-any") else "false"
+    with WheelWriter(path, dist_info) as w:
+        for n, data in members.items():
+            w.add(n, data)
+        w.add(f"{dist_info}/METADATA", meta.encode())
+        w.add(f"{dist_info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n".encode())
+    return path
+
+
+def _links(tmp: Path, hostile_dep: bool = False) -> Path:
+    """A find-links directory: pkga (auditwheel-style, libfoo vendored) requiring pkgdep."""
+    links = tmp / "links"
+    src = vendored_wheel(tmp)
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist() if ".dist-info/" not in n}
+    _wheel(links / src.name, members, requires=("pkgdep>=2",))
+    if not hostile_dep:
+        _wheel(links / "pkgdep-2.0-py3-none-any.whl", {"pkgdep/__init__.py": b"VALUE = 7\n"})
+        return links
+    # a platform wheel whose RECORD no longer matches a member: devendor refuses it
+    good = _wheel(tmp / f"pkgdep-2.0-{PY}-{PY}-{platform_tag()}.whl", {"pkgdep/__init__.py": b"VALUE = 7\n"})
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(links / good.name, "w") as bad:
+        for n in z.namelist():
+            bad.writestr(n, b"VALUE = 666\n" if n == "pkgdep/__init__.py" else z.read(n))
+    return links
+
+
+def _dllreg_install(venv: Venv, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "dllreg", "install", "--python", venv.python, *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def _files_of(site: Path, dist: str) -> set[str]:
+    return {p.relative_to(site).as_posix() for p in site.rglob("*")
+            if p.relative_to(site).parts[0].split(".")[0].split("-")[0] == dist}
+
+
+@pytest.fixture
+def venv(make_venv: Callable[[str], Venv]) -> Venv:
+    env = make_venv("venv")
+    env.pip("install", "-q", "--no-index", "dllreg")  # for `python -m dllreg check` inside it
+    return env
+
+
+@pytest.mark.e2e
+@needs_gcc
+def test_install_devendors_and_pip_owns_every_file(tmp_path: Path, venv: Venv) -> None:
+    links = _links(tmp_path)
+    dry = _dllreg_install(venv, "--no-index", "--find-links", str(links), "--dry-run", "pkga")
+    assert dry.returncode == 0, dry.stderr
+    assert "would install" in dry.stdout and "Would install" in dry.stderr
+    assert not _files_of(venv.site, "pkga")
+
+    house = tmp_path / "house"
+    proc = _dllreg_install(venv, "--no-index", "--find-links", str(links), "--wheelhouse", str(house), "pkga")
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "dllreg: downloading pkga" in err and "dllreg: devendoring 1 platform wheel(s) of 2" in err
+    assert f"pkga-1.0-{PY}-{PY}-{platform_tag()}.whl: 0 substituted, 1 packaged, 0 dropped, 0 kept" in err
+    assert "dllreg: installing pkga with pip from" in err
+    summary = "installed 3 wheel(s) from the wheelhouse: 1 devendored, 1 library wheel(s) packaged"
+    assert summary in proc.stdout
+    assert "native libraries:" in proc.stdout and f"wheelhouse: {house}" in proc.stdout
+    assert {p.name.split("-")[0] for p in house.glob("*.whl")} == {"pkga", "pkgdep", "dllreg_lib_foo"}
+
+    code = "import pkga, pkgdep; print(pkga.call() + pkgdep.VALUE)\nKEYS = ('libfoo',)\n" + MAPS
+    out = venv.py(code).stdout.split()
+    assert out[0] == "21"
+    assert json.loads(out[1]) == [str(venv.site / "dllreg.libs" / "foo" / "lib" / "libfoo.so.1")]
+    assert not (venv.site / "pkga.libs").exists()
+
+    listed = {d["name"].lower(): d["version"] for d in json.loads(venv.pip("list", "--format=json").stdout)}
+    assert listed["pkga"] == "1.0" and listed["pkgdep"] == "2.0"
+    assert listed["dllreg-lib-foo"].startswith("1+s")
+    venv.dllreg("check")
+    assert "foo" in venv.dllreg("list").stdout
+
+    venv.pip("uninstall", "-y", "pkga")
+    assert _files_of(venv.site, "pkga") == set()
+    assert "pkga" not in {d["name"].lower() for d in json.loads(venv.pip("list", "--format=json").stdout)}
+
+
+@pytest.mark.e2e
+@needs_gcc
+def test_a_refused_wheel_installs_nothing(tmp_path: Path, venv: Venv) -> None:
+    links = _links(tmp_path, hostile_dep=True)
+    before = sorted(p.name for p in venv.site.iterdir())
+    proc = _dllreg_install(venv, "--no-index", "--find-links", str(links), "pkga")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "pkgdep-2.0" in errors[0] and "refused" in errors[0], proc.stderr
+    assert "pkgdep/__init__.py" in proc.stderr
+    assert "installing" not in proc.stderr
+    assert sorted(p.name for p in venv.site.iterdir()) == before
+
+
+@pytest.mark.e2e
+def test_a_file_requirement_is_refused_before_pip_runs(tmp_path: Path, venv: Venv) -> None:
+    proc = _dllreg_install(venv, str(tmp_path / "pkga-1.0-py3-none-any.whl"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: install takes requirements")
+    assert "downloading" not in proc.stderr
+
+
+# --- the real numpy --------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.realwheels
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11) or sys.platform != "linux", reason="cp311 Linux wheel")
+def test_real_numpy(tmp_path: Path, venv: Venv) -> None:
+    """numpy 2.4.6 with its openblas64 source, from the downloads cache when they are there."""
+    downloads = CACHE / "downloads"
+    cached = sorted(downloads.glob("numpy-2.4.6-cp311-cp311-manylinux*x86_64.whl"))
+    source = sorted(downloads.glob("scipy_openblas64-*manylinux*x86_64.whl"))
+    links = ["--find-links", str(downloads)] if cached and source else []
+    proc = _dllreg_install(venv, *links, "numpy==2.4.6")
+    if proc.returncode != 0 and not links:
+        pytest.skip(f"numpy not downloadable here: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr
+    assert "libscipy_openblas64_" not in proc.stderr or "1 substituted" in proc.stderr, proc.stderr
+    code = """
+        import numpy as np
+        a = np.random.default_rng(0).random((100, 100)) + 100 * np.eye(100)
+        print(np.allclose(a @ np.linalg.inv(a), np.eye(100)))
+        KEYS = ('openblas', 'gfortran', 'quadmath')
+        """
+    out = run([venv.python, "-c", textwrap.dedent(code) + MAPS],
+              env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stdout.split("\n")
+    assert out[0] == "True"
+    registry = venv.site / "dllreg.libs" / "openblas64" / "lib" / "libscipy_openblas64_.so"
+    assert json.loads(out[1]) == [str(registry)]
+    venv.dllreg("check")
+    print(proc.stdout, file=sys.stderr)

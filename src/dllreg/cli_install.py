@@ -7,6 +7,7 @@ stderr and the summary on stdout (docs/install.md).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,16 +57,19 @@ def _index_args(a: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _runner(err: TextIO) -> PipRunner:
-    def run(argv: Sequence[str]) -> int:
+    from .install import isolated_env
+
+    def run(argv: Sequence[str], isolated: bool) -> int:
+        env = isolated_env(os.environ) if isolated else None
         err.flush()
         try:
             fd = err.fileno()
         except (OSError, ValueError):  # a stream without a descriptor (tests): relay the output
-            proc = subprocess.run(list(argv), capture_output=True, text=True)
+            proc = subprocess.run(list(argv), capture_output=True, text=True, env=env)
             err.write(proc.stdout + proc.stderr)
             return proc.returncode
         # pip's output (and its progress bars, on a terminal) goes to stderr as it comes
-        return subprocess.run(list(argv), stdout=fd).returncode
+        return subprocess.run(list(argv), stdout=fd, env=env).returncode
 
     return run
 
@@ -118,7 +122,7 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         before, after = byte_totals(result)
         changed = sum(wp.changed for wp in result.plan.wheels)
         verb = "would install" if a.dry_run else "installed"
-        print(f"{verb} {len(wheels)} wheel(s) from the wheelhouse: {changed} devendored, "
+        print(f"{verb} with pip from a wheelhouse of {len(wheels)} wheel(s): {changed} devendored, "
               f"{len(result.plan.libraries)} library wheel(s) packaged, "
               f"{len(result.plan.substitutes)} registry library wheel(s) used", file=out)
         if before:

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -29,8 +29,9 @@ from .names import library_of_dist
 from .recipe_build import check_abi, platform_family, recipe_source
 from .recipes import Registry
 
-#: Runs a pip command line; returns its exit status (its output goes to the user as it comes).
-PipRunner = Callable[[Sequence[str]], int]
+#: Runs a pip command line, with ``isolated_env`` when the flag is set; returns its exit status
+#: (its output goes to the user as it comes).
+PipRunner = Callable[[Sequence[str], bool], int]
 Progress = Callable[[str], None]
 
 
@@ -66,6 +67,14 @@ def pip_prefix(python: str | None, running: str = sys.executable) -> tuple[str, 
     if python is None or os.path.abspath(python) == os.path.abspath(running):
         return (running, "-m", "pip")
     return (running, "-m", "pip", "--python", python)
+
+
+def isolated_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the install step: no PIP_* variables and no pip configuration files,
+    whose find-links could hold the original (vendored) wheel under the very same file name."""
+    env = {k: v for k, v in environ.items() if not k.upper().startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull  # pip then loads no configuration file at all
+    return env
 
 
 def check_requirements(requirements: Sequence[str]) -> tuple[str, ...]:
@@ -113,7 +122,7 @@ def download(target: Target, requirements: Sequence[str], dest: Path, run: PipRu
     """The wheels pip resolves for the requirements and their dependencies (binary only)."""
     progress(f"downloading {', '.join(requirements)} and dependencies with pip (binary wheels only)")
     dest.mkdir(parents=True, exist_ok=True)
-    status = run(target.download(dest, requirements))
+    status = run(target.download(dest, requirements), False)
     if status != 0:
         raise InstallError(f"pip download failed (exit status {status}); nothing was installed")
     wheels = sorted(dest.glob("*.whl"))
@@ -161,7 +170,7 @@ def fetch_library(target: Target, registry: Registry, name: str, platform: str, 
     req = Requirement(recipe.source_for(family).requirement)
     progress(f"fetching {req} for the {name} library with pip")
     folder = dest / name
-    if run(target.download(folder, [str(req)], deps=False)) != 0:
+    if run(target.download(folder, [str(req)], deps=False), False) != 0:
         raise InstallError(f"pip could not download {req}, the source of the {name} library; "
                            "nothing was installed (--no-fetch packages vendored copies as they are)")
     got = [w for w in folder.glob("*.whl")
@@ -247,6 +256,6 @@ def install(target: Target, wheelhouse: Path, wheels: Sequence[Path], requiremen
     pins = wheelhouse / ".dllreg-constraints.txt"
     pins.write_text(constraints([w.name for w in wheels]), encoding="utf-8")
     progress(f"installing {', '.join(requirements)} with pip from {wheelhouse}")
-    status = run(target.install(wheelhouse, pins, requirements, extra))
+    status = run(target.install(wheelhouse, pins, requirements, extra), True)
     if status != 0:
         raise InstallError(f"pip install failed (exit status {status}); the wheels are in {wheelhouse}")

@@ -122,17 +122,7 @@ def _numpy_wheel() -> Path:
 
 def _openblas64_wheel(outdir: Path) -> Path:
     """dllreg-lib-openblas64 from scipy-openblas64, built by the recipe machinery (cached source)."""
-    from dllreg.libwheel import plan_library, write_library_wheel
-    from dllreg.recipe_build import check_abi, fetch_source, recipe_source
-    from dllreg.recipes import load_registry
-
-    recipe = load_registry().require("openblas64")
-    cached = sorted(DOWNLOADS.glob("scipy_openblas64-*manylinux*x86_64.whl"))
-    source = cached[-1] if cached else fetch_source(recipe, "manylinux_2_28_x86_64", DOWNLOADS)
-    files, version = recipe_source(recipe, source)
-    plan = plan_library(files, recipe.name, version)
-    check_abi(recipe, plan)
-    return write_library_wheel(plan, outdir)
+    return _recipe_wheel("openblas64", "scipy_openblas64-*manylinux*x86_64.whl", outdir)
 
 
 @pytest.mark.realwheels
@@ -175,4 +165,66 @@ def test_real_numpy_on_the_registry_openblas64(tmp_path: Path, capsys: pytest.Ca
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     summary = proc.stdout.strip().splitlines()[-1:]
     print(f"numpy/linalg/tests on the devendored numpy: {summary}", file=sys.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def _recipe_wheel(name: str, pattern: str, outdir: Path) -> Path:
+    from dllreg.libwheel import plan_library, write_library_wheel
+    from dllreg.recipe_build import check_abi, fetch_source, recipe_source
+    from dllreg.recipes import load_registry
+
+    recipe = load_registry().require(name)
+    cached = sorted(DOWNLOADS.glob(pattern))
+    source = cached[-1] if cached else fetch_source(recipe, "manylinux_2_28_x86_64", DOWNLOADS)
+    files, version = recipe_source(recipe, source)
+    plan = plan_library(files, recipe.name, version)
+    check_abi(recipe, plan)
+    return write_library_wheel(plan, outdir)
+
+
+@pytest.mark.realwheels
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11) or sys.platform != "linux", reason="cp311 Linux wheels")
+def test_real_numpy_and_scipy_share_one_gfortran(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    numpy = _numpy_wheel()
+    scipy = sorted(DOWNLOADS.glob("scipy-1.17.1-cp311-cp311-manylinux*x86_64.whl"))
+    if not scipy:
+        run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+             "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "-d", str(DOWNLOADS),
+             "scipy==1.17.1"])
+        scipy = sorted(DOWNLOADS.glob("scipy-1.17.1-cp311-cp311-manylinux*x86_64.whl"))
+    libs = tmp_path / "libs"
+    _recipe_wheel("openblas64", "scipy_openblas64-*manylinux*x86_64.whl", libs)
+    _recipe_wheel("openblas", "scipy_openblas32-*manylinux*x86_64.whl", libs)
+    out = tmp_path / "out"
+    assert main(["devendor", str(numpy), str(scipy[-1]), "-o", str(out), "--find-libs", str(libs),
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [w["bytes_after"] for w in doc["wheels"]] == [0, 0]
+    print(f"numpy + scipy: {doc['bytes']['before']} bytes vendored before, {doc['bytes']['after']} "
+          "after", file=sys.stderr)
+    env = Env(tmp_path / "venv")
+    env.install("--find-links", str(out), "numpy", "scipy")
+    text, maps = env.mapped("""
+        import numpy as np, scipy.linalg as sl, scipy.special as sp
+        rng = np.random.default_rng(0)
+        a = rng.random((100, 100)) + 100 * np.eye(100)
+        print(np.allclose(sl.inv(a) @ a, np.eye(100)), np.allclose(sl.lu_solve(sl.lu_factor(a), a[:, 0]),
+              np.eye(100)[:, 0]), float(sp.gamma(5)))
+        """, ("openblas", "gfortran", "quadmath"))
+    assert text == "True True 24.0"
+    names = sorted(Path(p).relative_to(env.site).as_posix() for p in maps)
+    assert names == ["dllreg.libs/gfortran/lib/libgfortran.so.5",
+                     "dllreg.libs/openblas/lib/libscipy_openblas.so",
+                     "dllreg.libs/openblas64/lib/libscipy_openblas64_.so",
+                     "dllreg.libs/quadmath/lib/libquadmath.so.0"]
+    try:
+        env.install("pytest", "hypothesis", "pooch", index=True)
+    except AssertionError as exc:
+        pytest.skip(f"pytest/hypothesis not installable here: {str(exc)[-200:]}")
+    tests = env.site / "scipy" / "linalg" / "tests"
+    proc = subprocess.run([env.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    print(f"scipy/linalg/tests on the devendored scipy: {proc.stdout.strip().splitlines()[-1:]}",
+          file=sys.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -7,6 +7,7 @@ stderr and the summary on stdout (docs/install.md).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def _runner(err: TextIO) -> PipRunner:
 
 def _install(a: argparse.Namespace, out: TextIO) -> int:
     from .install import (
+        InstallError,
         Target,
         byte_totals,
         check_requirements,
@@ -96,6 +98,9 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         print(f"dllreg: {line}", file=err, flush=True)
 
     requirements = check_requirements(a.requirements)
+    if importlib.util.find_spec("pip") is None:  # the running pip drives every step (--python too)
+        raise InstallError(f"pip is not installed for {sys.executable}; install it there, or run dllreg "
+                           "from an environment that has pip with --python TARGET")
     registry = load_registry(a.recipes)
     target = Target(pip_prefix(a.python), _index_args(a), a.quiet)
     run = _runner(err)

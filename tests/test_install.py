@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,9 @@ from dllreg.install import (
     pip_prefix,
 )
 from dllreg.wheelfile import WheelWriter
-from test_devendor import PY, needs_gcc, platform_tag, vendored_wheel
+from test_devendor import PY, library_wheel, needs_gcc, platform_tag, recipes, vendored_wheel
+
+__all__ = ["recipes"]  # the fixture, shared with test_devendor
 
 MAPS = """
 import json
@@ -174,6 +177,25 @@ def test_install_devendors_and_pip_owns_every_file(tmp_path: Path, venv: Venv) -
     venv.pip("uninstall", "-y", "pkga")
     assert _files_of(venv.site, "pkga") == set()
     assert "pkga" not in {d["name"].lower() for d in json.loads(venv.pip("list", "--format=json").stdout)}
+
+
+@pytest.mark.e2e
+@needs_gcc
+def test_a_library_wheel_in_find_links_substitutes(tmp_path: Path, venv: Venv, recipes: Path) -> None:
+    """With a recipe for foo, the dllreg-lib-foo wheel next to the packages stands in for the copy."""
+    links = _links(tmp_path)
+    shutil.copy(library_wheel(tmp_path), links)
+    proc = _dllreg_install(venv, "--no-index", "--find-links", str(links), "--recipes", str(recipes), "pkga")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 substituted, 0 packaged, 0 dropped, 0 kept" in proc.stderr
+    assert "1 registry library wheel(s) used" in proc.stdout
+    code = "import pkga; print(pkga.call())\nKEYS = ('libfoo',)\n" + MAPS
+    out = venv.py(code).stdout.split()
+    assert out[0] == "14"
+    assert json.loads(out[1]) == [str(venv.site / "dllreg.libs" / "foo" / "lib" / "libfoo.so.1")]
+    listed = {d["name"].lower(): d["version"] for d in json.loads(venv.pip("list", "--format=json").stdout)}
+    assert listed["dllreg-lib-foo"] == "1.2"
+    venv.dllreg("check")
 
 
 @pytest.mark.e2e

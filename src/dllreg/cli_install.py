@@ -87,7 +87,7 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         human_size,
         install,
         pip_prefix,
-        wheel_line,
+        wheel_lines,
         write_wheelhouse,
     )
     from .recipes import load_registry
@@ -118,8 +118,8 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
             lambda name, platform: fetch_library(target, registry, name, platform, work / "fetched",
                                                  run, progress))
         result = devendor(downloads, registry, [work / "downloads", *local_links], fetch, progress)
-        for wp in result.plan.wheels:
-            progress(wheel_line(wp))
+        for line in (line for wp in result.plan.wheels for line in wheel_lines(wp)):
+            progress(line)
         wheels = write_wheelhouse(result, house)
         extra = ["--force-reinstall"] if a.force_reinstall else []
         install(target, house, wheels, requirements, run, progress,

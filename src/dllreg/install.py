@@ -208,16 +208,18 @@ def devendor(downloads: Sequence[Path], registry: Registry, library_dirs: Sequen
                       tuple(w for w in downloads if w.name not in changed))
 
 
-def wheel_line(wp: WheelPlan) -> str:
-    """One progress line per devendored wheel: how many libraries met each fate."""
+def wheel_lines(wp: WheelPlan) -> list[str]:
+    """Progress for one devendored wheel: how many libraries met each fate, and why any stayed
+    (the one fate a user may want to act on)."""
     name = Path(wp.wheel.path).name
     if not wp.decisions:
-        return f"  {name}: nothing vendored, installed as it is"
-    counts = {a: sum(d.action == a for d in wp.decisions) for a in ("substitute", "package", "drop", "keep")}
-    fates = ", ".join(f"{n} {verb}" for verb, n in zip(("substituted", "packaged", "dropped", "kept"),
-                                                       counts.values()))
-    kept = "" if wp.changed else " (nothing changed: installed as it is)"
-    return f"  {name}: {fates}; {human_size(wp.bytes_before)} vendored -> {human_size(wp.bytes_after)}{kept}"
+        return [f"  {name}: nothing vendored, installed as it is"]
+    verbs = {"substitute": "substituted", "package": "packaged", "drop": "dropped", "keep": "kept"}
+    fates = ", ".join(f"{sum(d.action == a for d in wp.decisions)} {v}" for a, v in verbs.items())
+    same = "" if wp.changed else " (nothing changed: installed as it is)"
+    lines = [f"  {name}: {fates}; {human_size(wp.bytes_before)} vendored -> "
+             f"{human_size(wp.bytes_after)}{same}"]
+    return lines + [f"    kept {Path(d.member).name}: {d.reason}" for d in wp.decisions if d.action == "keep"]
 
 
 def byte_totals(result: Devendored) -> tuple[int, int]:

@@ -247,7 +247,7 @@ def write_wheelhouse(result: Devendored, wheelhouse: Path) -> list[Path]:
         if dst.resolve() != w.resolve():
             shutil.copyfile(w, dst)
         written.append(dst)
-    return written
+    return list(dict.fromkeys(written))  # a downloaded substitute is both copied and kept as is
 
 
 # --- step 3: install ----------------------------------------------------------------------------

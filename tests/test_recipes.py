@@ -495,6 +495,6 @@ def test_package_lib_without_from_uses_the_recipe(tmp_path: Path,
     (wheel,) = tmp_path.glob("dllreg_lib_openblas-*.whl")
     assert "manylinux" in wheel.name and "lib/libscipy_openblas.so" in buf.getvalue()
     assert main(["package-lib", "openbals", "-o", str(tmp_path)]) == 2
-    assert "did you mean openblas or openblas64?" in capsys.readouterr().err
+    assert "did you mean openblas or openblas64 or libopenblas?" in capsys.readouterr().err
     assert main(["package-lib", "gfortran", "-o", str(tmp_path)]) == 2
     assert "no PyPI source for gfortran" in capsys.readouterr().err

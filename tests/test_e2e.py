@@ -311,4 +311,4 @@ def test_demo_with_the_real_openblas(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "[ok] distinct OpenBLAS files mapped: 1 (expected 1)" in r.stdout
     assert "OK: one OpenBLAS serves both packages" in r.stdout
-    assert re.search(r"openblas +0\.3\.\S+ +blasdot \(openblas>=0\.3\), blasgemm", r.stdout)
+    assert re.search(r"openblas +0\.3\.\S+ +wheel +blasdot \(openblas>=0\.3\), blasgemm", r.stdout)

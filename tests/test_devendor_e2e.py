@@ -156,9 +156,23 @@ def test_real_numpy_on_the_registry_openblas64(tmp_path: Path, capsys: pytest.Ca
 
     # numpy's own linalg test-suite, when pytest and hypothesis can be installed
     try:
-        env.install("pytest", "hypothesis", index=True)
+        env.install("pytest", "hypothesis", "threadpoolctl", index=True)
     except AssertionError as exc:
         pytest.skip(f"pytest/hypothesis not installable here: {str(exc)[-200:]}")
+    # What runs is the registry's OpenBLAS (threadpoolctl reads the loaded library itself);
+    # numpy.show_config() reports what numpy was built against, which devendoring cannot change.
+    report = subprocess.run([env.python, "-c", textwrap.dedent("""
+        import json, numpy, threadpoolctl
+        info = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"]
+        cfg = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        print(json.dumps([info, cfg]))
+        """)], capture_output=True, text=True, cwd=tmp_path, check=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stdout
+    (blas,), cfg = json.loads(report)
+    assert blas["filepath"] == str(env.site / "dllreg.libs" / "openblas64" / "lib" / "libscipy_openblas64_.so")
+    assert blas["version"].startswith("0.3.34") and blas["prefix"] == "libscipy_openblas"
+    print(f"threadpoolctl: {blas['filepath']} {blas['version']}; numpy.show_config() blas "
+          f"(build time): {cfg.get('name')} {cfg.get('version')}", file=sys.stderr)
     tests = env.site / "numpy" / "linalg" / "tests"
     proc = subprocess.run([env.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(tests)],
                           capture_output=True, text=True, cwd=tmp_path,

@@ -169,7 +169,8 @@ def test_real_numpy_on_the_registry_openblas64(tmp_path: Path, capsys: pytest.Ca
         """)], capture_output=True, text=True, cwd=tmp_path, check=True,
                             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stdout
     (blas,), cfg = json.loads(report)
-    assert blas["filepath"] == str(env.site / "dllreg.libs" / "openblas64" / "lib" / "libscipy_openblas64_.so")
+    registry_copy = env.site / "dllreg.libs" / "openblas64" / "lib" / "libscipy_openblas64_.so"
+    assert blas["filepath"] == str(registry_copy)
     assert blas["version"].startswith("0.3.34") and blas["prefix"] == "libscipy_openblas"
     print(f"threadpoolctl: {blas['filepath']} {blas['version']}; numpy.show_config() blas "
           f"(build time): {cfg.get('name')} {cfg.get('version')}", file=sys.stderr)

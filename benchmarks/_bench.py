@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -13,6 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
@@ -64,3 +71,48 @@ def run(prefix: str, keep: bool, as_json: bool, body: Callable[[Path, dict[str, 
     else:
         report(result, elapsed)
     return 0
+
+
+# The stand-in: a non-zero initializer keeps the array in .rodata, so the file really is big.
+BLOB_C = """const unsigned char blob_data[8u << 20] = {1};
+double blob_ddot(int n, const double *x, const double *y) {
+    double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s + blob_data[0];
+}
+"""
+
+
+def library(root: Path, *, real: bool = True) -> dict[str, Any]:
+    """A library wheel made by ``dllreg package-lib``: the real OpenBLAS if its source wheel
+    is cached (and ``real``), else the 8 MiB stand-in; ``label`` says which."""
+    dist = root / "libdist"
+    cached = sorted((ROOT / ".cache" / "downloads").glob(
+        f"scipy_openblas32-*-py3-none-manylinux*_{platform.machine()}.whl"))
+    if cached and real:
+        src, version = cached[-1], cached[-1].name.split("-")[1]
+        name, sym, label = "openblas", "scipy_cblas_ddot", f"OpenBLAS from {cached[-1].name}"
+    else:
+        src, version = root / "blobsrc", "1.0"
+        (src / "lib").mkdir(parents=True)
+        (root / "blob.c").write_text(BLOB_C)
+        sh("gcc", "-O2", "-shared", "-fPIC", "-Wl,-soname,libblob.so.1", root / "blob.c",
+           "-o", src / "lib" / "libblob.so.1")
+        name, sym, label = "blob", "blob_ddot", "gcc-built 8 MiB stand-in libblob.so.1"
+    sh(sys.executable, "-m", "dllreg", "package-lib", name, "--version", version,
+       "--from", src, "-o", dist)
+    (wheel,) = dist.glob("dllreg_lib_*.whl")
+    unpacked = root / "libunpacked"
+    install_wheels([wheel], unpacked)
+    (lib,) = (p for p in (unpacked / "dllreg.libs" / name / "lib").iterdir() if ".so" in p.name)
+    return {"name": name, "version": version, "symbol": sym, "label": label, "wheel": wheel,
+            "file": lib}
+
+
+def install_wheels(wheels: list[Path], prefix: Path) -> None:
+    """Install like pip (bytecode compiled) into a plain prefix."""
+    scheme = {k: str(prefix / k) for k in ("scripts", "data", "headers")}
+    scheme.update(purelib=str(prefix), platlib=str(prefix))
+    for wheel in wheels:
+        with WheelFile.open(wheel) as whl:
+            install(whl, SchemeDictionaryDestination(scheme, sys.executable, "posix",
+                                                     bytecode_optimization_levels=(0,)),
+                    {"INSTALLER": b"dllreg-benchmark"})

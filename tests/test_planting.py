@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+import test_stub_runtime
+import winebed
 from conftest import gcc_shared, has_gcc
 from dllreg.__main__ import main
 from test_stub_runtime import add_consumer, add_library
@@ -62,6 +64,8 @@ except ImportError as e:
 maps = sorted({{l.split()[-1] for l in open('/proc/self/maps') if 'libqsum' in l}})
 print(json.dumps({{"total": total, "err": err, "calls": calls, "maps": maps}}))
 """
+
+wine = winebed.wine  # the session fixture (see winebed.py)
 
 TESTED: dict[str, str] = {}  # vector -> outcome, printed once at the end of the module
 
@@ -264,3 +268,78 @@ def test_g_a_relative_registration_path_never_resolves_against_the_cwd(world: Wo
     assert r.markers == [] and r.maps == [] and r.total is None
     assert r.calls == [str(manifest.parent / "libqsum.so.3")]  # under the site, not the cwd
     TESTED["g:registration-relative-vs-cwd"] = "cwd never used"
+
+
+# -- (e) Windows: a directory another package added with os.add_dll_directory ------------------
+
+# DllMain writes the marker: the Windows counterpart of the ELF constructor.
+PLANT_DLL_C = r"""
+#include <windows.h>
+BOOL WINAPI DllMain(HINSTANCE h, DWORD reason, LPVOID reserved) {
+    (void)h; (void)reserved;
+    if (reason == DLL_PROCESS_ATTACH) {
+        HANDLE f = CreateFileW(L"MARKER", GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
+                               FILE_ATTRIBUTE_NORMAL, NULL);
+        if (f != INVALID_HANDLE_VALUE) CloseHandle(f);
+    }
+    return TRUE;
+}
+__declspec(dllexport) int qsum(int n) { (void)n; return -1; }
+"""
+# Another package's extension that, on load, does what os.add_dll_directory does.
+OTHER_PKG_C = r"""
+#include <windows.h>
+BOOL WINAPI DllMain(HINSTANCE h, DWORD reason, LPVOID reserved) {
+    (void)h; (void)reserved;
+    if (reason == DLL_PROCESS_ATTACH) AddDllDirectory(L"DIR");
+    return TRUE;
+}
+"""
+
+
+def c_wide(path: str) -> str:
+    return path.replace("\\", "\\\\")
+
+
+@pytest.mark.wine
+def test_e_dll_directory_added_by_another_package(wine: winebed.WineBed, tmp_path: Path) -> None:
+    from test_wine_stub import Bed, consumer, record
+
+    (tmp_path / "bed").mkdir()
+    bed = Bed(tmp_path / "bed")
+    site = tmp_path / "site"
+    test_stub_runtime.install_wheel(bed.wheel, site)
+    consumer(site, "cpkg", "qsum>=1")
+    registry_dll = site / "dllreg.libs" / "qsum" / "bin" / "libqsum.dll"
+    marker = tmp_path / "markers" / "added-dir"
+    marker.parent.mkdir()
+    added = tmp_path / "added"
+    winebed.mingw(added / "libqsum.dll",
+                  PLANT_DLL_C.replace("MARKER", c_wide(winebed.winpath(marker))), "-shared")
+    other = winebed.mingw(tmp_path / "otherpkg" / "_other.pyd",
+                          OTHER_PKG_C.replace("DIR", c_wide(winebed.winpath(added))), "-shared")
+
+    # The real stub's decisions (Windows mode, seams recording): one absolute registry path,
+    # no DLL directory of its own.
+    calls, err = record(site, imports="cpkg")
+    assert (calls, err) == ([[winebed.CPYTHON_EXT_FLAGS, str(registry_dll)]], "")
+
+    def replay(name: str, preloads: list[tuple[int, Path]]) -> winebed.HarnessResult:
+        pre = winebed.write_preloads(tmp_path / f"{name}.preloads",
+                                     [(winebed.CPYTHON_EXT_FLAGS, other), *preloads])
+        proc = wine.run_harness(pre, bed.pyd, "ext_init", "libqsum.dll")
+        print(f"$ replay {name}\n{proc.stdout}rc={proc.returncode}")
+        return winebed.parse_harness(proc.stdout)
+
+    # The control: the vector is live. With only the other package loaded, CPython's flags
+    # (DEFAULT_DIRS includes the added directories) find the planted copy.
+    res = replay("control", [])
+    assert (res.init_result, res.deps["libqsum.dll"]) == (-1, winebed.winpath(added / "libqsum.dll"))
+    assert marker.exists()
+    marker.unlink()
+    # With the stub's preloads replayed after it, the registry copy is the one bound.
+    res = replay("stub", [(int(f), Path(str(p))) for f, p in calls])  # type: ignore[call-overload]
+    assert (res.error, res.init_result) == (None, 5050)
+    assert res.deps["libqsum.dll"] == winebed.winpath(registry_dll)
+    assert not marker.exists(), "the planted DLL in the added directory was loaded"
+    TESTED["e:os.add_dll_directory (Wine)"] = "registry copy only"

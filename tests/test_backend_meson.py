@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
@@ -179,33 +177,3 @@ def test_editable_install_serves_the_stub_through_its_own_finder(tmp_path: Path,
     assert out[2] == str(init)  # the package really comes from the source tree
     assert out[3] == str(venv.site / "_dllreg_editable_mesq" / "mesq" / "_dlls.py")
     assert not (proj / "mesq" / "_dlls.py").exists()  # nothing written into the sources
-
-
-def test_build_time_against_plain_mesonpy(build: Build, capsys: pytest.CaptureFixture[str]) -> None:
-    """Median of 3 isolated builds each: through dllreg.build vs the same project on mesonpy
-    with PKG_CONFIG_PATH set by hand. Printed, not asserted. Also shows what meson-python
-    leaves in the extension without dllreg: a RUNPATH to the library's -L directory."""
-    lib = build.root / "qsum-unpacked"
-    with zipfile.ZipFile(next(build.libs.glob("dllreg_lib_qsum-*.whl"))) as zf:
-        zf.extractall(lib)
-    pc_dir = lib / "dllreg.libs" / "qsum" / "lib" / "pkgconfig"
-    projects = {"dllreg.build(mesonpy)": (copy_project(build.root / "t-wrapped"), {}),
-                "mesonpy": (copy_project(build.root / "t-plain", wrapper=False),
-                            {"PKG_CONFIG_PATH": str(pc_dir)})}
-    times: dict[str, list[float]] = {k: [] for k in projects}
-    for i in range(3):
-        for label, (proj, env) in projects.items():
-            out = build.root / f"t-out-{i}-{len(times[label])}-{proj.name}"
-            start = time.perf_counter()
-            build.wheel(proj, out, env=env)
-            times[label].append(time.perf_counter() - start)
-    plain = next((build.root / "t-out-0-0-t-plain").glob("*.whl"))
-    with zipfile.ZipFile(plain) as zf:
-        so = zf.read(next(n for n in zf.namelist() if n.endswith(".so")))
-    assert any("dllreg.libs" in p.split("/") for p in runpath(so))  # meson-python's leak
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    with capsys.disabled():
-        print("\nmeson consumer build times (median of 3, isolated pip wheel): "
-              + ", ".join(f"{k} {m:.2f} s" for k, m in medians.items())
-              + f"; ratio {medians['dllreg.build(mesonpy)'] / medians['mesonpy']:.2f}"
-              + f"\nplain mesonpy RUNPATH: {runpath(so)}")

@@ -15,10 +15,8 @@ import io
 import os
 import re
 import shutil
-import statistics
 import sys
 import sysconfig
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -440,31 +438,3 @@ def test_skbuild_editable_install(tmp_path: Path, skbuilt: dict[str, Path],
     assert out[1] == str(init) and out[2] == str(init.with_name("_dlls.py"))  # the sources
     assert out[3].startswith(str(venv.site / "skq" / "_q."))  # the built module, installed
     assert out[4] == str(venv.site / "dllreg.libs" / "qsum" / "lib" / "libqsum.so.3")
-
-
-@pytest.mark.e2e
-def test_build_time_wrapper_vs_direct(tmp_path: Path, skbuilt: dict[str, Path],
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Median of 3 isolated `pip wheel` builds: dllreg.build around scikit_build_core.build,
-    and scikit_build_core.build alone with the library given through CMAKE_PREFIX_PATH."""
-    builder = Venv(tmp_path / "unused", skbuilt["house"])
-    builder.python = sys.executable
-    lib = install_library(next(skbuilt["libs"].glob("dllreg_lib_qsum-*.whl")), tmp_path / "site")
-    wrapped = copy_project(tmp_path / "wrapped")
-    direct = copy_project(tmp_path / "direct")
-    toml = (direct / "pyproject.toml").read_text()
-    toml = toml.replace('requires = ["dllreg", "scikit-build-core"]', 'requires = ["scikit-build-core"]')
-    (direct / "pyproject.toml").write_text(toml.replace('build-backend = "dllreg.build"',
-                                                        'build-backend = "scikit_build_core.build"'))
-    times: dict[str, list[float]] = {"dllreg.build": [], "scikit_build_core.build": []}
-    for i in range(3):
-        for label, proj, env in (("dllreg.build", wrapped, {}),
-                                 ("scikit_build_core.build", direct, {"CMAKE_PREFIX_PATH": str(lib)})):
-            start = time.perf_counter()
-            pip_wheel(builder, proj, tmp_path / f"out-{label}-{i}", skbuilt["libs"], env=env)
-            times[label].append(time.perf_counter() - start)
-    w, d = (statistics.median(times[k]) for k in times)
-    with capsys.disabled():
-        print(f"\n[build time, median of 3 isolated pip wheel builds] dllreg.build {w:.2f}s, "
-              f"scikit_build_core.build {d:.2f}s, overhead {w - d:+.2f}s "
-              f"(all: {', '.join(f'{k}={[round(t, 2) for t in v]}' for k, v in times.items())})")

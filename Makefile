@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/import_overhead.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .cache demo-out build dist src/*.egg-info

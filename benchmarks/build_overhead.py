@@ -171,7 +171,6 @@ def report(r: dict[str, Any], elapsed: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="timed builds per variant (default 3)")
-    ap.add_argument("--quick", action="store_true", help="accepted for run_all (3 runs anyway)")
     ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
     args = ap.parse_args(argv)

@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
-    ap.add_argument("--quick", action="store_true", help="accepted for run_all (already quick)")
     args = ap.parse_args(argv)
     return run("dllreg-disk-", args.keep, args.json, lambda root, env: measure(root), report)
 

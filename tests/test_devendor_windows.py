@@ -326,9 +326,12 @@ def test_renamed_imports_bind_to_the_registry_copies_under_wine(
 # --- a signed PE file: the signature is removed, and the output says so --------------------------
 
 LIBFOO = "libfoo-0123456789abcdef0123456789abcdef.dll"  # delvewheel's <name>-<32 hex>.dll
+LIBBAR = "libbar-fedcba9876543210fedcba9876543210.dll"
 FOO_C = "__declspec(dllexport) int foo(int x) { return 3 * x + 1; }\n"
-EXT_C = ("__declspec(dllimport) int foo(int);\n"
-         "__declspec(dllexport) void *PyInit__ext(void) { return (void *)(long long)foo(2); }\n")
+BAR_C = "__declspec(dllimport) int foo(int);\n__declspec(dllexport) int bar(int x) { return foo(x) + 1; }\n"
+EXT_C = ("__declspec(dllimport) int {fn}(int);\n"
+         "__declspec(dllexport) void *PyInit__ext(void) {{ return (void *)(long long){fn}(2); }}\n")
+EXT = "pkgw/_ext.cp311-win_amd64.pyd"
 RECIPE = """\
 name = "foo"
 depurl = "dep:generic/foo"
@@ -357,23 +360,32 @@ del _delvewheel_patch_1_11_2
 """
 
 
-def _signed_wheel(tmp: Path) -> tuple[Path, Path, Path]:
-    """(a delvewheel-style pkgw wheel whose .pyd carries a certificate table, a dllreg-lib-foo
-    wheel, a recipes directory)."""
-    vendored = mingw(tmp / "build" / LIBFOO, FOO_C, "-shared")
-    ext = mingw(tmp / "build" / "_ext.cp311-win_amd64.pyd", EXT_C, "-shared", str(vendored))
-    signed, _ = fake_signed(ext.read_bytes())
+def _signed_wheel(tmp: Path, signed: str) -> tuple[Path, Path, Path]:
+    """(a delvewheel-style pkgw wheel, a dllreg-lib-foo wheel, a recipes directory).
+
+    ``signed`` is the member that carries a certificate table: the extension, which imports
+    libfoo-<hash>.dll, or ``pkgw.libs/libbar-<hash>.dll``, which the extension imports and which
+    imports libfoo-<hash>.dll itself (no recipe: it is packaged, its import renamed)."""
+    build = tmp / "build"
+    foo = mingw(build / LIBFOO, FOO_C, "-shared")
+    files = {f"pkgw.libs/{LIBFOO}": foo.read_bytes()}
+    if signed == EXT:
+        ext = mingw(build / "_ext.pyd", EXT_C.format(fn="foo"), "-shared", str(foo))
+    else:
+        bar = mingw(build / LIBBAR, BAR_C, "-shared", str(foo))
+        files[f"pkgw.libs/{LIBBAR}"] = bar.read_bytes()
+        ext = mingw(build / "_ext.pyd", EXT_C.format(fn="bar"), "-shared", str(bar))
+    files[EXT] = ext.read_bytes()
+    files[signed], _ = fake_signed(files[signed])
     dist_info = "pkgw-1.0.dist-info"
-    members = {"pkgw/__init__.py": f'"""pkgw."""\n\n\n{PATCH}from ._ext import *\n'.encode(),
-               "pkgw/_ext.cp311-win_amd64.pyd": signed,
-               f"pkgw.libs/{LIBFOO}": vendored.read_bytes(),
-               f"{dist_info}/METADATA": b"Metadata-Version: 2.1\nName: pkgw\nVersion: 1.0\n",
-               f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\n"
-                                     b"Tag: cp311-cp311-win_amd64\n"}
+    files.update({"pkgw/__init__.py": f'"""pkgw."""\n\n\n{PATCH}from ._ext import *\n'.encode(),
+                  f"{dist_info}/METADATA": b"Metadata-Version: 2.1\nName: pkgw\nVersion: 1.0\n",
+                  f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\n"
+                                        b"Tag: cp311-cp311-win_amd64\n"})
     wheel = tmp / "in" / "pkgw-1.0-cp311-cp311-win_amd64.whl"
     wheel.parent.mkdir()
     with WheelWriter(wheel, dist_info) as w:
-        for name, data in members.items():
+        for name, data in files.items():
             w.add(name, data)
     mingw(tmp / "libsrc" / "bin" / "libfoo.dll", FOO_C, "-shared")
     lib = write_library_wheel(plan_library(read_source(tmp / "libsrc"), "foo", "1.2", platform="win_amd64"),
@@ -384,10 +396,20 @@ def _signed_wheel(tmp: Path) -> tuple[Path, Path, Path]:
     return wheel, lib, recipes
 
 
+def _unsigned_with_checksum(data: bytes) -> pefile.PE:
+    pe = pefile.PE(data=data)
+    security = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
+    assert (security.VirtualAddress, security.Size) == (0, 0)
+    assert pe.OPTIONAL_HEADER.CheckSum == pe.generate_checksum() != 0
+    return pe
+
+
 @pytest.mark.skipif(shutil.which(winebed.MINGW_CC) is None, reason=f"needs {winebed.MINGW_CC}")
-def test_removed_signature_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    wheel, lib, recipes = _signed_wheel(tmp_path)
-    note = "pkgw/_ext.cp311-win_amd64.pyd: its Authenticode signature was removed (the import table changed)"
+@pytest.mark.parametrize("signed", [EXT, f"pkgw.libs/{LIBBAR}"], ids=["extension", "packaged-library"])
+def test_removed_signature_is_reported(signed: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    wheel, lib, recipes = _signed_wheel(tmp_path, signed)
+    note = f"{signed}: its Authenticode signature was removed (the import table changed)"
     args = ["devendor", str(wheel), "--with-lib", str(lib), "--recipes", str(recipes)]
 
     assert main([*args, "-o", str(tmp_path / "text")]) == 0
@@ -395,14 +417,21 @@ def test_removed_signature_is_reported(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"  note: {note}\n" in text
     assert re.search(rf"substituted {re.escape(LIBFOO)} .* -> foo 1\.2 \(libfoo\.dll\)", text), text
 
-    assert main([*args, "-o", str(tmp_path / "json"), "--json"]) == 0
+    out = tmp_path / "json"
+    assert main([*args, "-o", str(out), "--json"]) == 0
     (w,) = json.loads(capsys.readouterr().out)["wheels"]
-    assert (w["status"], w["notes"]) == ("devendored", [note])
-    with zipfile.ZipFile(tmp_path / "json" / wheel.name) as zf:
-        data = zf.read("pkgw/_ext.cp311-win_amd64.pyd")
+    assert (w["status"], w["notes"]) == ("devendored", [note])  # reported once, unsigned ones not
+    with zipfile.ZipFile(out / wheel.name) as zf:
         assert "delvewheel" not in zf.read("pkgw/__init__.py").decode()
-    pe = pefile.PE(data=data)
-    security = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
-    assert (security.VirtualAddress, security.Size) == (0, 0)
-    assert pe.OPTIONAL_HEADER.CheckSum == pe.generate_checksum() != 0
-    assert "libfoo.dll" in [e.dll.decode() for e in pe.DIRECTORY_ENTRY_IMPORT]
+        ext_data = zf.read(EXT)
+    ext = pefile.PE(data=ext_data)
+    if signed == EXT:
+        pe = _unsigned_with_checksum(ext_data)
+        assert "libfoo.dll" in [e.dll.decode() for e in pe.DIRECTORY_ENTRY_IMPORT]
+    else:
+        assert "libbar.dll" in [e.dll.decode() for e in ext.DIRECTORY_ENTRY_IMPORT]
+        (bar_wheel,) = out.glob("dllreg_lib_bar-*.whl")
+        with zipfile.ZipFile(bar_wheel) as zf:
+            (member,) = [n for n in zf.namelist() if n.endswith("libbar.dll")]
+            pe = _unsigned_with_checksum(zf.read(member))
+        assert "libfoo.dll" in [e.dll.decode() for e in pe.DIRECTORY_ENTRY_IMPORT]

@@ -139,17 +139,18 @@ def _consumer(wp: WheelPlan) -> ConsumerOutput:
     return ConsumerOutput(wp, dist_info, tuple(members), tuple(notes))
 
 
-def _library(nl: NewLibrary, source: bytes) -> LibraryPlan:
+def _library(nl: NewLibrary, source: bytes) -> tuple[LibraryPlan, str | None]:
+    """The library wheel's plan, and the note that its DLL lost a signature."""
     where = f"{nl.wheel}: {nl.member}"
     try:
         if source[:4] == b"\x7fELF":  # every rpath goes: the stub preloads what it needs
-            patched, _ = _patch_binary(nl.member, source, dict(nl.renames), lambda entry: True)
+            patched, note = _patch_binary(nl.member, source, dict(nl.renames), lambda entry: True)
             patched = set_soname(patched, nl.runtime)
         else:
-            patched, _ = _patch_binary(nl.member, source, dict(nl.renames), None)
+            patched, note = _patch_binary(nl.member, source, dict(nl.renames), None)
         files = (SourceFile(f"lib/{posixpath.basename(nl.runtime)}", patched),)
         src = Source(f"devendored from {where} sha256={nl.sha256}", files, nl.platform)
-        return plan_library(src, nl.name, nl.version, requires=[str(r) for r in nl.requires])
+        return plan_library(src, nl.name, nl.version, requires=[str(r) for r in nl.requires]), note
     except (ELFError, ValueError, DllregError) as exc:
         raise DevendorError(f"{where}: cannot package it as {nl.name} {nl.version}: {exc}") from None
 
@@ -158,8 +159,16 @@ def build_outputs(plan: DevendorPlan) -> Outputs:
     """Every output wheel's contents, in memory."""
     wheels = {wp.wheel.filename: wp.wheel for wp in plan.wheels}
     consumers = tuple(_consumer(wp) for wp in plan.wheels if wp.changed)
-    libraries = tuple((nl, _library(nl, wheels[nl.wheel].data()[nl.member])) for nl in plan.libraries)
-    return Outputs(consumers, libraries, plan.substitutes)
+    libraries: list[tuple[NewLibrary, LibraryPlan]] = []
+    notes: dict[str, tuple[str, ...]] = {}
+    for nl in plan.libraries:
+        lp, note = _library(nl, wheels[nl.wheel].data()[nl.member])
+        libraries.append((nl, lp))
+        if note:  # reported with the wheel the library came from
+            notes[nl.wheel] = (*notes.get(nl.wheel, ()), note)
+    consumers = tuple(dataclasses.replace(c, notes=c.notes + notes.get(c.plan.wheel.filename, ()))
+                      for c in consumers)
+    return Outputs(consumers, tuple(libraries), plan.substitutes)
 
 
 def write_outputs(outputs: Outputs, outdir: Path) -> list[Path]:

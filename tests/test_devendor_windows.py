@@ -88,7 +88,7 @@ class Devendored:
     original: Path  # numpy's win_amd64 wheel as published
     out: Path  # numpy devendored
     libs: dict[str, Path]  # recipe -> dllreg-lib wheel
-    site: Path  # the library wheels installed (unzipped, as pip lays out a purelib wheel)
+    site: Path  # the library wheels installed: unzipped (no .data dir, so where pip puts each file)
     doc: dict[str, Any]  # devendor --json
 
 

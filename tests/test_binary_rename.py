@@ -253,13 +253,25 @@ NUMPY = "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl
 OPENBLAS64 = "scipy_openblas64-0.3.34.481.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
 
 
+def cached(filename: str, requirement: str, platform: str) -> Path:
+    """A real wheel from .cache/downloads, downloaded with pip the first time."""
+    path = DOWNLOADS / filename
+    if not path.is_file():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                        "--no-deps", "--platform", platform, "--python-version", "3.11",
+                        "-d", str(DOWNLOADS), requirement], check=True, capture_output=True)
+    assert path.is_file(), f"pip did not download {filename}"
+    return path
+
+
 @pytest.mark.realwheels
 def test_real_numpy_runs_on_the_unmangled_openblas(tmp_path: Path) -> None:
     """numpy's extensions, renamed from the vendored libscipy_openblas64_-<hash>.so to the name
     the scipy-openblas64 wheel ships, run on that wheel's library once it is preloaded."""
-    if sys.version_info[:2] != (3, 11) or sys.platform != "linux" or not all(
-            (DOWNLOADS / w).is_file() for w in (NUMPY, OPENBLAS64)):
-        pytest.skip("needs CPython 3.11 on Linux and the cached numpy and scipy-openblas64 wheels")
+    if sys.version_info[:2] != (3, 11) or sys.platform != "linux":
+        pytest.skip("needs CPython 3.11 on Linux (the numpy wheel is cp311 manylinux)")
+    cached(NUMPY, "numpy==2.4.6", "manylinux_2_28_x86_64")
+    cached(OPENBLAS64, "scipy-openblas64==0.3.34.481.3", "manylinux_2_28_x86_64")
     site = tmp_path / "site"
     with zipfile.ZipFile(DOWNLOADS / NUMPY) as zf:
         zf.extractall(site)
@@ -625,8 +637,7 @@ def test_macho_random_damage_is_machoerror_or_a_result(seed: int) -> None:
 def test_real_scipy_arm64_extensions(tmp_path: Path) -> None:
     """delocate's @loader_path/../.dylibs names in scipy's arm64 extensions, renamed to a longer
     registry path: the commands grow into the real header padding and nothing else moves."""
-    if not (DOWNLOADS / SCIPY_MAC).is_file():
-        pytest.skip(f"needs the cached {SCIPY_MAC}")
+    cached(SCIPY_MAC, "scipy==1.17.1", "macosx_14_0_arm64")
     grown = 0
     with zipfile.ZipFile(DOWNLOADS / SCIPY_MAC) as zf:
         for member in (n for n in zf.namelist() if n.endswith((".so", ".dylib"))):

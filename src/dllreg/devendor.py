@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from . import devendor_macos as macos
 from .devendor_facts import VendoredLib, analyse, derived_identity, order, unmangle
 from .devendor_read import DevendorError, InputWheel, LibraryWheel
 from .errors import DllregError
@@ -170,11 +171,13 @@ def _substitute(lib: VendoredLib, recipe: Recipe, platform: str,
 def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | None]], wheel: str,
              shared: _Shared) -> Decision:
     plain = unmangle(posixpath.basename(lib.runtime))
+    base = posixpath.basename(lib.member)
     try:
-        name, version = derived_identity(posixpath.basename(lib.member), lib.exported)
+        name, version = (macos.identity(base, lib.content) if lib.format == "macho"
+                         else derived_identity(base, lib.exported))
     except DllregError as exc:
         return Decision(lib.member, "keep", f"no library name can be derived from it ({exc})", lib.size)
-    runtime = plain if lib.format != "macho" else f"@rpath/{posixpath.basename(lib.member)}"
+    runtime = plain if lib.format != "macho" else macos.runtime_name(base)
     for r, why in matched:  # a recipe's name and runtime name, when the copy has its ABI
         abi = r.abi_for(family)
         names = abi.runtime_names if abi else ()
@@ -182,7 +185,7 @@ def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | No
         fetchable = any(src.family == family for src in r.sources)
         if why is None and len(names) == 1 and not fetchable and (
                 lib.format != "elf" or len(names[0]) <= len(lib.runtime)):
-            name, runtime = r.name, names[0]
+            name, runtime = r.name, names[0] if lib.format != "macho" else runtime
             break
     if lib.format == "elf" and len(runtime) > len(lib.runtime):
         return Decision(lib.member, "keep", f"its runtime name {runtime} is longer than its SONAME "
@@ -224,8 +227,10 @@ def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, s
         elif not live:
             by = ", ".join(posixpath.basename(u) for u in lib.users)
             decided[key] = Decision(key, "drop", f"only {by} needed it, and that is replaced", lib.size)
-        elif lib.format == "macho":
-            decided[key] = Decision(key, "keep", "macOS libraries are not devendored yet", lib.size)
+        elif lib.format == "macho":  # never substituted: see devendor_macos
+            d = _package(lib, family, _recipes_for(lib, family, shared.registry), wheel.filename, shared)
+            as_is = d.action == "package" and not d.reason.startswith("identical")
+            decided[key] = dataclasses.replace(d, reason=macos.NO_SUBSTITUTE) if as_is else d
         else:
             matched = _recipes_for(lib, family, shared.registry)
             reasons = [why for _, why in matched if why]
@@ -283,7 +288,7 @@ def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[New
             req = d.requirement
             if req is not None:
                 requires[req.name] = req
-        if mine or (b.format == "elf" and emptied and (b.rpath or b.runpath)):
+        if mine or (b.format in ("elf", "macho") and emptied and (b.rpath or b.runpath)):
             binaries.append(b.path)
     new_libs = []
     for k, d in decided.items():

@@ -42,6 +42,7 @@ class VendoredLib:
     needs: tuple[str, ...]  # members of other vendored libraries it needs
     users: tuple[str, ...]  # members (any binary of the wheel) that need it
     imported: frozenset[str]  # symbols its users import from it
+    content: str = ""  # Mach-O: devendor_macos.content_digest, its identity without export names
 
 
 def unmangle(filename: str) -> str:
@@ -131,9 +132,14 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
         needs = tuple(n.member for n in b.needs if n.category == "vendored" and n.member in users)
         installed = b.path.split("/", 2)[2] if b.path.split("/")[0].endswith(".data") else b.path
         runtime = b.name if b.format != "pe" and b.name else posixpath.basename(b.path)
+        content = ""
+        if b.format == "macho":
+            from .devendor_macos import content_digest
+
+            content = content_digest(data[b.path])
         libs[b.path] = VendoredLib(b.path, installed, runtime, b.format, b.arch, b.size,
                             hashlib.sha256(data[b.path]).hexdigest(), symbols[b.path][0], needs,
-                            tuple(dict.fromkeys(users[b.path])), frozenset(imported[b.path]))
+                            tuple(dict.fromkeys(users[b.path])), frozenset(imported[b.path]), content)
     return report, libs
 
 

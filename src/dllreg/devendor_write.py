@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .binary.elf import ELFError
+from .binary.macho import is_macho
 from .consumer import OutMember, consumer_changes, write_members
 from .devendor import DevendorPlan, NewLibrary, WheelPlan
 from .devendor_read import DevendorError, LibraryWheel
@@ -84,7 +85,7 @@ def _drop_into(member: str, emptied: tuple[str, ...]) -> Callable[[str], bool]:
     here = posixpath.dirname(_installed(member))
 
     def drop(entry: str) -> bool:
-        for token in ("${ORIGIN}", "$ORIGIN"):
+        for token in ("${ORIGIN}", "$ORIGIN", "@loader_path"):  # ELF, Mach-O
             if entry.startswith(token):
                 path = posixpath.normpath(posixpath.join(here, "./" + entry[len(token):]))
                 return path in emptied
@@ -106,7 +107,11 @@ def _patch_binary(name: str, data: bytes, renames: dict[str, str],
         result = rename_imports(data, renames)
         return result.data, (f"{name}: its Authenticode signature was removed (the import table "
                              "changed)" if result.signature_removed else None)
-    raise DevendorError(f"{name}: only ELF and PE binaries can be rewritten")
+    if is_macho(data):  # a broken code signature is reported per wheel (devendor_macos)
+        from .devendor_macos import patch_consumer
+
+        return patch_consumer(data, renames, drop), None
+    raise DevendorError(f"{name}: only ELF, PE and Mach-O binaries can be rewritten")
 
 
 def _consumer(wp: WheelPlan) -> ConsumerOutput:
@@ -120,6 +125,11 @@ def _consumer(wp: WheelPlan) -> ConsumerOutput:
             notes += [note] if note else []
     except (ELFError, ValueError) as exc:  # the patchers' errors are ValueError subclasses
         raise DevendorError(f"{origin}: {name}: cannot rewrite it: {exc}") from None
+    from .devendor_macos import resign_note, signature_broken
+
+    before = {m.name: m.data for m in wp.wheel.members}
+    resign = resign_note([n for n in wp.binaries if signature_broken(before[n], data[n])])
+    notes += [resign] if resign else []
     if wp.patch_file:  # delvewheel's add_dll_directory points at the removed .libs directory
         text = data[wp.patch_file].decode("utf-8")
         data[wp.patch_file] = _PATCH.sub("", text, count=1).encode("utf-8")
@@ -146,6 +156,12 @@ def _library(nl: NewLibrary, source: bytes) -> tuple[LibraryPlan, str | None]:
         if source[:4] == b"\x7fELF":  # every rpath goes: the stub preloads what it needs
             patched, note = _patch_binary(nl.member, source, dict(nl.renames), lambda entry: True)
             patched = set_soname(patched, nl.runtime)
+        elif is_macho(source):
+            from .devendor_macos import library_note, patch_library, signature_broken
+
+            patched = patch_library(source, nl.runtime, dict(nl.renames))
+            broken = signature_broken(source, patched)
+            note = library_note(nl.name, nl.version, posixpath.basename(nl.member)) if broken else None
         else:
             patched, note = _patch_binary(nl.member, source, dict(nl.renames), None)
         files = (SourceFile(f"lib/{posixpath.basename(nl.runtime)}", patched),)

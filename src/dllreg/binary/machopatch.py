@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from .macho import (
     _FAT_MAGIC,
     _FAT_MAGIC_64,
+    _LC_ID_DYLIB,
     _LC_LAZY_LOAD_DYLIB,
     _LC_LOAD_DYLIB,
     _LC_LOAD_UPWARD_DYLIB,
@@ -36,7 +37,7 @@ from .macho import (
     read_macho,
 )
 
-__all__ = ["change_load_dylibs"]
+__all__ = ["change_load_dylibs", "code_signed", "set_install_name", "variable_ranges"]
 
 _RENAMED = frozenset({_LC_LOAD_DYLIB, _LC_LOAD_WEAK_DYLIB, _LC_REEXPORT_DYLIB, _LC_LAZY_LOAD_DYLIB,
                       _LC_LOAD_UPWARD_DYLIB})
@@ -45,6 +46,7 @@ _LC_SEGMENT, _LC_SEGMENT_64 = 0x1, 0x19
 # offset of a section's file offset and flags.
 _SEGMENTS = {32: (56, "II", 32, 48, 68, 40, 56), 64: (72, "QQ", 40, 64, 80, 48, 64)}
 _ZEROFILL = frozenset({0x1, 0xC, 0x12})  # S_ZEROFILL, S_GB_ZEROFILL, S_THREAD_LOCAL_ZEROFILL
+_LC_CODE_SIGNATURE = 0x1D
 
 
 def _first_data(data: bytes, order: str, bits: int, commands: list[tuple[int, bytes]]) -> int:
@@ -78,7 +80,8 @@ def _encode(name: str) -> bytes:
     return raw
 
 
-def _patch_thin(data: bytes, renames: Mapping[str, str], drop: Callable[[str], bool] | None) -> bytes:
+def _patch_thin(data: bytes, renames: Mapping[str, str], drop: Callable[[str], bool] | None,
+                install_name: str | None = None) -> bytes:
     order, bits = _THIN[struct.unpack_from("<I", data)[0]]
     header_size, align = (32, 8) if bits == 64 else (28, 4)
     ncmds, sizeofcmds = struct.unpack_from(order + "II", data, 16)
@@ -91,21 +94,26 @@ def _patch_thin(data: bytes, renames: Mapping[str, str], drop: Callable[[str], b
     rest = data[at:header_size + sizeofcmds]  # bytes sizeofcmds counts past the last command
     changed = False
     out_cmds: list[bytes] = []
+    ids = 0
     for cmd, blob in commands:
-        if cmd in _RENAMED or cmd == _LC_RPATH:
+        if cmd in _RENAMED or cmd in (_LC_RPATH, _LC_ID_DYLIB):
             (name_at,) = struct.unpack_from(order + "I", blob, 8)
             name = blob[name_at:blob.index(b"\0", name_at)].decode("utf-8", "surrogateescape")
+            ids += cmd == _LC_ID_DYLIB
+            want = (install_name if cmd == _LC_ID_DYLIB else renames.get(name)) or name
             if cmd == _LC_RPATH:
                 if drop is not None and drop(name):
                     changed = True
                     continue
-            elif renames.get(name, name) != name:
-                body = blob[:name_at] + _encode(renames[name]) + b"\0"
+            elif want != name:
+                body = blob[:name_at] + _encode(want) + b"\0"
                 size = max(len(blob), len(body) + -len(body) % align)
                 blob = body.ljust(size, b"\0")
                 blob = blob[:4] + struct.pack(order + "I", size) + blob[8:]
                 changed = True
         out_cmds.append(blob)
+    if install_name is not None and ids != 1:
+        raise MachOError(f"{ids} LC_ID_DYLIB commands: only a dylib with one install name can get a new one")
     if not changed:
         return data
     new = b"".join(out_cmds) + rest
@@ -122,19 +130,74 @@ def _patch_thin(data: bytes, renames: Mapping[str, str], drop: Callable[[str], b
     return bytes(out)
 
 
+def _each_slice(data: bytes, patch: Callable[[bytes], bytes]) -> bytes:
+    read_macho(data)  # every command, name and slice checked once, so patching can trust them
+    if struct.unpack_from(">I", data)[0] not in (_FAT_MAGIC, _FAT_MAGIC_64):
+        return patch(data)
+    out = bytearray(data)
+    for i, (_, offset, size) in enumerate(_fat_slices(data)):
+        try:
+            out[offset:offset + size] = patch(data[offset:offset + size])
+        except MachOError as exc:
+            raise MachOError(f"fat slice {i} at {offset:#x}: {exc}") from None
+    return bytes(out)
+
+
 def change_load_dylibs(data: bytes, renames: Mapping[str, str], *,
                        drop_rpaths: Callable[[str], bool] | None = None) -> bytes:
     """*data* loading ``renames[old]`` wherever an LC_LOAD_DYLIB, LC_LOAD_WEAK_DYLIB,
     LC_REEXPORT_DYLIB (or lazy or upward) command loaded ``old``, without the LC_RPATH commands
     ``drop_rpaths`` selects, in every slice. Input with nothing to change comes back as equal
     bytes; anything changed in an arm64 slice needs re-signing (see the module docstring)."""
-    read_macho(data)  # every command, name and slice checked once, so patching can trust them
+    return _each_slice(data, lambda thin: _patch_thin(thin, renames, drop_rpaths))
+
+
+def set_install_name(data: bytes, new: str) -> bytes:
+    """*data* with its install name (LC_ID_DYLIB) set to *new* in every slice: in place when it
+    fits, else growing into the header padding like ``change_load_dylibs``. A file without
+    exactly one LC_ID_DYLIB per slice is refused; an unchanged name comes back as equal bytes."""
+    _encode(new)
+    return _each_slice(data, lambda thin: _patch_thin(thin, {}, None, new))
+
+
+def _thin_facts(data: bytes) -> tuple[int, tuple[int, int] | None]:
+    """(the first data offset, i.e. the end of the header padding; the code signature's
+    (offset, size) or None) of a thin image that read_macho accepted."""
+    order, bits = _THIN[struct.unpack_from("<I", data)[0]]
+    at = 32 if bits == 64 else 28
+    ncmds = struct.unpack_from(order + "I", data, 16)[0]
+    commands: list[tuple[int, bytes]] = []
+    signature: tuple[int, int] | None = None
+    for _ in range(ncmds):
+        cmd, cmdsize = struct.unpack_from(order + "II", data, at)
+        commands.append((cmd, data[at:at + cmdsize]))
+        if cmd == _LC_CODE_SIGNATURE and cmdsize >= 16:  # linkedit_data_command
+            dataoff, datasize = struct.unpack_from(order + "II", data, at + 8)
+            signature = (dataoff, datasize)
+        at += cmdsize
+    return _first_data(data, order, bits, commands), signature
+
+
+def _slices(data: bytes) -> list[tuple[int, bytes]]:
+    read_macho(data)
     if struct.unpack_from(">I", data)[0] not in (_FAT_MAGIC, _FAT_MAGIC_64):
-        return _patch_thin(data, renames, drop_rpaths)
-    out = bytearray(data)
-    for i, (_, offset, size) in enumerate(_fat_slices(data)):
-        try:
-            out[offset:offset + size] = _patch_thin(data[offset:offset + size], renames, drop_rpaths)
-        except MachOError as exc:
-            raise MachOError(f"fat slice {i} at {offset:#x}: {exc}") from None
-    return bytes(out)
+        return [(0, data)]
+    return [(offset, data[offset:offset + size]) for _, offset, size in _fat_slices(data)]
+
+
+def code_signed(data: bytes) -> bool:
+    """Whether any slice carries an LC_CODE_SIGNATURE (which any patch here invalidates)."""
+    return any(_thin_facts(thin)[1] is not None for _, thin in _slices(data))
+
+
+def variable_ranges(data: bytes) -> tuple[tuple[int, int], ...]:
+    """(start, end) file offsets of what patching and signing change in each slice: the header
+    with its load commands and padding up to the first section, and the code signature."""
+    out = []
+    for offset, thin in _slices(data):
+        first, signature = _thin_facts(thin)
+        out.append((offset, offset + first))
+        if signature is not None:
+            start = min(signature[0], len(thin))
+            out.append((offset + start, offset + min(start + signature[1], len(thin))))
+    return tuple(sorted(out))

@@ -1,0 +1,92 @@
+"""``devendor`` for delocate-repaired macOS wheels: the Mach-O side of the plan and the patch.
+
+A dylib in ``<pkg>/.dylibs/`` is packaged as a library wheel of its own; it is never substituted
+by a registry library, because dllreg does not read the export trie and so cannot check that a
+substitute exports what the wheel imports (the safety rule). The packaged copy's install name
+becomes ``@rpath/<file name>``, and every load command that named the vendored copy is rewritten
+to exactly that string: dyld reuses a loaded image whose install name equals the load command's
+string, which is what the stub's preload relies on. LC_RPATH entries into ``.dylibs`` go.
+
+Patching invalidates a code signature; arm64 refuses to map such a binary, so the output says
+which binaries must be re-signed (``codesign -s - -f``, on a Mac). Nothing here re-signs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+from packaging.version import Version
+
+from .binary.macho import is_macho
+from .binary.machopatch import change_load_dylibs, code_signed, set_install_name, variable_ranges
+from .devendor_facts import derived_identity, unmangle
+from .names import library_name
+
+__all__ = ["NO_SUBSTITUTE", "RESIGN", "content_digest", "identity", "library_note", "patch_consumer",
+           "patch_library", "resign_note", "runtime_name", "signature_broken"]
+
+NO_SUBSTITUTE = ("never substituted on macOS: dllreg cannot read Mach-O export tries, so no registry "
+                 "library can be checked to export what the wheel imports from it")
+RESIGN = "re-sign with `codesign -s - -f` on macOS before use (arm64 refuses an invalid signature)"
+_DYLIB = re.compile(r"(.+?)((?:\.\d+)*)\.dylib", re.IGNORECASE)
+
+
+def runtime_name(filename: str) -> str:
+    """The install name a packaged copy gets: what consumers load and the stub preloads."""
+    return f"@rpath/{filename}"
+
+
+def content_digest(data: bytes) -> str:
+    """sha256 of a Mach-O file outside what patching and signing change (its load commands with
+    their padding, its code signature): equal for one build whatever install names delocate
+    wrote into each copy (``/DLC/<pkg>/.dylibs/...``)."""
+    h, at = hashlib.sha256(), 0
+    for start, end in variable_ranges(data):
+        h.update(data[at:max(start, at)])
+        at = max(at, end)
+    h.update(data[at:])
+    return h.hexdigest()
+
+
+def identity(filename: str, digest: str) -> tuple[str, str]:
+    """(library name, version) of a vendored dylib: ``libgcc_s.1.1.dylib`` -> ``gcc-s``,
+    ``1.1+h<8 hex of content_digest>``. The label stands in for the exported-symbol digest of
+    the ELF/PE rule: different builds get different versions, so pip never mixes them."""
+    m = _DYLIB.fullmatch(filename)
+    if m is None:  # not named like a dylib: the general rule, with this label
+        name, version = derived_identity(filename, frozenset())
+        return name, f"{Version(version).public}+h{digest[:8]}"
+    stem = unmangle(m[1])  # a hash before the version numbers, should a tool add one
+    stem = stem[3:] if stem.lower().startswith("lib") and len(stem) > 3 else stem
+    name = library_name(re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", stem))
+    return name, f"{Version(m[2][1:] or '0')}+h{digest[:8]}"
+
+
+def signature_broken(before: bytes, after: bytes) -> bool:
+    """Whether a patch changed a code-signed Mach-O file (its signature no longer matches)."""
+    return before != after and is_macho(before) and code_signed(before)
+
+
+def patch_consumer(data: bytes, renames: Mapping[str, str], drop: Callable[[str], bool] | None) -> bytes:
+    """A consumer binary loading the packaged copies' install names, without rpaths into .dylibs."""
+    return change_load_dylibs(data, renames, drop_rpaths=drop)
+
+
+def patch_library(data: bytes, runtime: str, renames: Mapping[str, str]) -> bytes:
+    """A packaged copy: its install name set, its loads of other copies renamed, every LC_RPATH
+    removed (the stub preloads its ``Requires`` first, as on Linux)."""
+    return set_install_name(change_load_dylibs(data, renames, drop_rpaths=lambda entry: True), runtime)
+
+
+def resign_note(members: Sequence[str]) -> str | None:
+    """One note per wheel naming the patched binaries whose code signature is now invalid."""
+    if not members:
+        return None
+    shown = ", ".join(members[:5]) + (f" and {len(members) - 5} more" if len(members) > 5 else "")
+    return f"code signature invalidated in {len(members)} Mach-O binaries ({shown}): {RESIGN}"
+
+
+def library_note(name: str, version: str, path: str) -> str:
+    return f"library {name} {version}: {path}'s code signature is invalidated: {RESIGN}"

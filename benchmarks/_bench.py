@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
     return dt
 
 
-def stats(ns: list[float], unit: float) -> dict[str, float]:
+def stats(ns: Sequence[float], unit: float) -> dict[str, float]:
     q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
     return {"median": round(med / unit, 4), "q1": round(q1 / unit, 4),
             "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}

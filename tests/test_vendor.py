@@ -127,6 +127,24 @@ def test_vendor_takes_the_installed_library_and_its_dependencies(tmp_path: Path)
     assert lines[0].startswith("vendored base 1.0 from ") and lines[1].startswith("vendored qsum 3.1.4")
 
 
+def test_a_platform_wheel_keeps_its_tags_and_refuses_another_platform(tmp_path: Path,
+                                                                     wheels: tuple[Path, Path]) -> None:
+    consumer, libs = wheels
+    plat = tmp_path / "plat" / "cpkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+    plat.parent.mkdir()
+    with zipfile.ZipFile(consumer) as src, zipfile.ZipFile(plat, "w") as dst:
+        for info in src.infolist():  # the same wheel under a platform name (RECORD is unchanged)
+            dst.writestr(info, src.read(info))
+    r = vendor(str(plat), "-o", str(tmp_path / "out"), "--find-libs", str(libs), "--no-installed")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [plat.name]
+    arm = tmp_path / "arm" / "cpkg-1.0-cp311-cp311-manylinux_2_28_aarch64.whl"
+    arm.parent.mkdir()
+    arm.write_bytes(plat.read_bytes())
+    r = vendor(str(arm), "-o", str(tmp_path / "out2"), "--find-libs", str(libs), "--no-installed")
+    assert r.returncode == 2 and "no qsum>=3 for manylinux_2_28_aarch64" in r.stderr
+
+
 @pytest.mark.parametrize("case", ["not-consumer", "no-library", "too-old", "overwrite"])
 def test_vendor_refusals_write_nothing(tmp_path: Path, wheels: tuple[Path, Path], case: str) -> None:
     consumer, libs = wheels

@@ -64,9 +64,13 @@ def _record(data: dict[str, bytes], dist_info: str, origin: str) -> dict[str, ob
 def _compatible(lib_platform: str, wheel_platforms: Sequence[str]) -> bool:
     if wheel_platforms == ["any"]:
         return True
+    def key(tag: str) -> tuple[str, frozenset[str]]:
+        fmt, arches = _tag_os_arch(tag)
+        return fmt, frozenset(arches)
+
     try:
-        lib = {_tag_os_arch(t) for t in lib_platform.split(".")}
-        return any(_tag_os_arch(t) in lib for t in wheel_platforms)
+        lib = {key(t) for t in lib_platform.split(".")}
+        return any(key(t) in lib for t in wheel_platforms)
     except DllregError:
         return False
 

@@ -140,8 +140,14 @@ def delocate_wheel(tmp: Path, dist: str = "pkg") -> Path:
     bar = signed_image([dylib(LC_ID_DYLIB, f"/DLC/{dylibs}/{BAR}"), dylib(LC_LOAD_DYLIB, SYSTEM)], **ARM)
     ext = signed_image([dylib(LC_LOAD_DYLIB, f"@loader_path/.dylibs/{FOO}"), rpath("@loader_path/.dylibs"),
                         rpath("/opt/build/lib"), dylib(LC_LOAD_DYLIB, SYSTEM)], filetype=MH_BUNDLE, **ARM)
+    # the other forms a load of a vendored copy takes: @rpath with an rpath into .dylibs, and
+    # delocate's /DLC install name itself
+    by_rpath = signed_image([dylib(LC_LOAD_DYLIB, f"@rpath/{FOO}"), rpath("@loader_path/../.dylibs")],
+                            filetype=MH_BUNDLE, **ARM)
+    by_id = signed_image([dylib(LC_LOAD_DYLIB, f"/DLC/{dylibs}/{BAR}")], filetype=MH_BUNDLE, **ARM)
     members = {f"{dist}/__init__.py": b"from ._ext import call\n", f"{dist}/_ext.cpython-311-darwin.so": ext,
-               f"{dylibs}/{FOO}": foo, f"{dylibs}/{BAR}": bar}
+               f"{dist}/sub/__init__.py": b"", f"{dist}/sub/_rp.cpython-311-darwin.so": by_rpath,
+               f"{dist}/sub/_id.cpython-311-darwin.so": by_id, f"{dylibs}/{FOO}": foo, f"{dylibs}/{BAR}": bar}
     dist_info = f"{dist}-1.0.dist-info"
     members[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n".encode()
     members[f"{dist_info}/WHEEL"] = f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {TAG}\n".encode()
@@ -162,15 +168,18 @@ def test_delocate_wheel_devendored(tmp_path: Path, capsys: pytest.CaptureFixture
     got = {d["member"].rsplit("/", 1)[1]: (d["action"], d["library"], d["runtime"]) for d in w["libraries"]}
     assert got == {FOO: ("package", "foo", f"@rpath/{FOO}"), BAR: ("package", "bar", f"@rpath/{BAR}")}
     assert all(d["reason"] == NO_SUBSTITUTE for d in w["libraries"])
-    assert [r.split("==")[0] for r in w["requires"]] == ["foo"]
+    assert [r.split("==")[0] for r in w["requires"]] == ["bar", "foo"]
     notes = " | ".join(w["notes"])
-    assert "code signature invalidated in 1 Mach-O binaries (pkg/_ext.cpython-311-darwin.so)" in notes
-    assert notes.count("codesign -s - -f") == 3  # the extension, then libfoo and libbar
+    assert "code signature invalidated in 3 Mach-O binaries (pkg/_ext.cpython-311-darwin.so, " in notes
+    assert notes.count("codesign -s - -f") == 3  # the extensions, then libfoo and libbar
     with zipfile.ZipFile(out / wheel.name) as z:
         assert not any("/.dylibs/" in n for n in z.namelist())
-        arch = read_macho(z.read("pkg/_ext.cpython-311-darwin.so")).arches[0]
-    assert arch.needed == (f"@rpath/{FOO}", SYSTEM)
-    assert arch.rpaths == ("/opt/build/lib",)  # only the rpath into .dylibs goes
+        ext, by_rpath, by_id = (read_macho(z.read(f"pkg/{n}.cpython-311-darwin.so")).arches[0]
+                                for n in ("_ext", "sub/_rp", "sub/_id"))
+    assert ext.needed == (f"@rpath/{FOO}", SYSTEM)
+    assert ext.rpaths == ("/opt/build/lib",)  # only the rpath into .dylibs goes
+    assert (by_rpath.needed, by_rpath.rpaths) == ((f"@rpath/{FOO}",), ())
+    assert (by_id.needed, by_id.rpaths) == ((f"@rpath/{BAR}",), ())
     read_input_wheel(out / wheel.name)  # a valid RECORD
     libs = {lw["name"]: read_library_wheel(Path(lw["path"])) for lw in doc["library_wheels"]}
     assert set(libs) == {"foo", "bar"}

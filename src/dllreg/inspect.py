@@ -45,7 +45,7 @@ class Need:
     name: str  # as the binary spells it
     category: str  # one of CATEGORIES
     delayed: bool = False  # a PE delay import
-    via: str | None = None  # rpath, inherited-rpath, same-dir, libs-dir, loader_path, registry
+    via: str | None = None  # rpath, inherited-rpath, same-dir, libs-dir, loader_path, install-name, registry
     member: str | None = None  # the wheel member that meets it
     library: str | None = None  # the registry library that provides it
 
@@ -234,6 +234,10 @@ def inspect_wheel_members(filename: str, members: Sequence[Member], registry: Ma
     own_registry = {key: p for p, b in binaries.items() if p.startswith(REGISTRY_DIR + "/")
                     for key in (b.name or posixpath.basename(p), posixpath.basename(p).lower())}
     inherited: dict[str, list[str]] = {p: [] for p in binaries}  # DT_RPATHs of the ELF loading chain
+    # delocate names its copies /DLC/<pkg>/.dylibs/<file>: a path that exists nowhere, met only by
+    # dyld reusing the loaded copy whose install name it is
+    delocated = {b.name: p for p, b in binaries.items() if b.format == "macho" and b.name
+                 and b.name.startswith("/DLC/") and any(p.startswith(d + "/") for d in libs_dirs)}
 
     def locate(p: str, b: Binary, need: str) -> tuple[str, str] | None:
         """(installed path, how) of the wheel file the loader would take for *need*, if any."""
@@ -251,7 +255,7 @@ def inspect_wheel_members(filename: str, members: Sequence[Member], registry: Ma
             dirs = [(d, "rpath") for d in _relative_dirs(p, b.rpath, ("@loader_path",))]
             need = need[len("@rpath/"):]
         else:
-            return None
+            return (delocated[need], "install-name") if need in delocated else None
         return next(((c, via) for d, via in dirs if (c := posixpath.normpath(posixpath.join(d, need)))
                      in binaries), None)
 

@@ -24,8 +24,8 @@ _VERB = {"substitute": "substituted", "package": "packaged", "drop": "dropped", 
 
 
 def add_parsers(subparsers: Any) -> None:
-    p = subparsers.add_parser("devendor", help="turn repaired wheels (auditwheel, delvewheel) into thin "
-                              "wheels plus the library wheels they need")
+    p = subparsers.add_parser("devendor", help="turn repaired wheels (auditwheel, delvewheel, delocate) "
+                              "into thin wheels plus the library wheels they need")
     p.add_argument("wheels", nargs="+", type=Path, metavar="IN.whl")
     p.add_argument("-o", "--output", required=True, type=Path, help="directory for the wheels")
     p.add_argument("--with-lib", action="append", default=[], type=Path, metavar="WHEEL",

@@ -237,7 +237,7 @@ def test_real_scipy_arm64_devendored(tmp_path: Path, capsys: pytest.CaptureFixtu
     (w,) = doc["wheels"]
     assert w["status"] == "devendored" and w["bytes_after"] == 0 and w["bytes_before"] > 2_000_000
     assert any("code signature invalidated in 3 Mach-O binaries" in n for n in w["notes"])
-    install_names = {}
+    install_names, needed = {}, {}
     for lw in doc["library_wheels"]:
         lib = read_library_wheel(Path(lw["path"]))
         (f,) = lib.manifest.libraries
@@ -246,9 +246,12 @@ def test_real_scipy_arm64_devendored(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert info.install_name == f.soname == lw["runtime"] == "@rpath/" + f.path.rsplit("/", 1)[1]
         assert info.rpaths == () and not any(".dylibs" in n for n in info.needed)
         install_names[lib.name] = f.soname
+        needed[lib.name] = info.needed
     assert install_names == {"gfortran": "@rpath/libgfortran.5.dylib",
                              "quadmath": "@rpath/libquadmath.0.dylib", "gcc-s": "@rpath/libgcc_s.1.1.dylib"}
     registry_names = set(install_names.values())
+    # libgfortran loads its companions by their new install names, as the stub preloads them
+    assert set(needed["gfortran"]) - {SYSTEM} == {install_names["quadmath"], install_names["gcc-s"]}
     with zipfile.ZipFile(out / SCIPY_MAC) as z:
         names = z.namelist()
         assert not any("/.dylibs/" in n for n in names)

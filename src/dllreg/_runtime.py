@@ -110,6 +110,22 @@ def _candidates(st, own_site, vendored):
         yield vendored, "", True
 
 
+def _lib_path(lib_dir, rel, provider):
+    # The manifest's paths, checked as manifest.py checks them, so a manifest cannot point the
+    # loader outside the registry: an external provider's files are absolute and normalized
+    # (docs/providers.md), a wheel's or a vendored copy's relative without '.' or '..'.
+    parts = rel.split("/")
+    if provider:
+        drive = len(rel) > 2 and rel[0].isalpha() and rel[1:3] == ":/"
+        if (drive or rel[:1] == "/") and "\\" not in rel and not any(
+                p in ("", ".", "..") for p in parts[1:]):
+            return rel.replace("/", os.sep)
+        raise ValueError("Library path %r is not absolute and normalized" % rel)
+    if "\\" in rel or ":" in parts[0] or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("path %r is not relative, '/'-separated and without '..'" % rel)
+    return os.path.join(lib_dir, *parts)
+
+
 def _read_manifest(path):
     with open(path, "rb") as f:  # binary + decode: no TextIOWrapper to build
         text = f.read().decode("utf-8")
@@ -251,6 +267,12 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
         if not _satisfies(spec, version):
             seen.append((version, lib_dir))
             continue
+        try:
+            paths = [_lib_path(lib_dir, entry[0], provider) for entry in libs]
+            dll_dirs = [_lib_path(lib_dir, d, "") for d in dll_dirs]
+        except ValueError as exc:
+            raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
+                        error=exc) from None
         for dep_name, dep_spec in reqs:
             _require(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
                      [*chain, name], vendored)
@@ -258,12 +280,9 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
                "users": {user: spec}, "dll_dirs": []}
         if st.windows:  # only when a manifest asks (plugins loaded by bare name, e.g. MKL)
             add = st.add_dll_directory or os.add_dll_directory
-            for rel in dll_dirs:
-                directory = os.path.join(lib_dir, *rel.split("/"))
+            for directory in dll_dirs:
                 rec["dll_dirs"].append((directory, add(directory)))
-        for rel, runtime_name, sha256, needed in libs:
-            # An external provider's files are recorded by absolute path (docs/providers.md).
-            path = rel if provider and os.path.isabs(rel) else os.path.join(lib_dir, *rel.split("/"))
+        for path, (_, runtime_name, sha256, needed) in zip(paths, libs):
             if _VERIFY and _sha256(path) != sha256:
                 raise _fail(user, "integrity", name=name, spec=spec, path=path)
             key = runtime_name.lower() if st.windows else runtime_name

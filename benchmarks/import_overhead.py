@@ -6,6 +6,11 @@ Builds everything in a temp dir (gcc, a throwaway venv, dllreg's own code paths,
   benchvend (baseline) own copy of libbench.so.1 next to the extension, RUNPATH $ORIGIN
   benchtorch           "torch style": __init__ globs sys.path for benchtorch.libs/libbench*.so*
                        and ctypes.CDLL()s it before importing the extension (no rpath)
+  benchdelve           "delvewheel style": __init__ runs delvewheel's patch (find the .libs dir,
+                       os.add_dll_directory it, no preload). Linux has no add_dll_directory, so
+                       the extension binds through RUNPATH $ORIGIN/../benchdelve.libs, as the
+                       auditwheel-repaired Linux wheel of the same project would: the patch's
+                       Python cost on top of the vendored baseline
 Run: .venv/bin/python benchmarks/import_overhead.py [--runs N] [--json]. See benchmarks/README.md.
 """
 
@@ -55,8 +60,23 @@ def _preload():
 _preload()
 from . import _ext  # noqa: E402
 '''
-VARIANTS = ("stub", "vendored", "torch-style", "python -c pass")
-MODULES = {"stub": "benchstub", "vendored": "benchvend", "torch-style": "benchtorch"}
+DELVE_INIT = '''"""delvewheel style: add the vendored DLL directory, preload nothing."""
+
+
+def _delvewheel_patch():
+    import os
+    libs_dir = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, "benchdelve.libs"))
+    if os.path.isdir(libs_dir) and hasattr(os, "add_dll_directory"):
+        os.add_dll_directory(libs_dir)
+
+
+_delvewheel_patch()
+del _delvewheel_patch
+from . import _ext  # noqa: E402
+'''
+VARIANTS = ("stub", "vendored", "delvewheel-style", "torch-style", "python -c pass")
+MODULES = {"stub": "benchstub", "vendored": "benchvend", "delvewheel-style": "benchdelve",
+           "torch-style": "benchtorch"}
 # Figure 2 drivers, each run in a fresh interpreter. (a) imports the stub of benchstub, then
 # that of benchstub2 (library already loaded), with the parent packages faked so that neither
 # __init__ nor the extension runs. The package directories' finders are warmed first (timed
@@ -143,7 +163,15 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]
     torch_ext = build_ext(site / "benchtorch", info,
                           [f"-L{site / 'benchtorch.libs'}", "-l:libbench.so.1"])
     (site / "benchtorch" / "__init__.py").write_text(TORCH_INIT)
-    for ext, want in ((stub_ext, ()), (vend_ext, ("$ORIGIN",)), (torch_ext, ())):
+    # D: delvewheel style (see the module docstring for the Linux stand-in).
+    (site / "benchdelve").mkdir()
+    (site / "benchdelve.libs").mkdir()
+    shutil.copy2(libsrc / "libbench.so.1", site / "benchdelve.libs")
+    delve_ext = build_ext(site / "benchdelve", info, [
+        f"-L{site / 'benchdelve.libs'}", "-l:libbench.so.1", "-Wl,-rpath,$ORIGIN/../benchdelve.libs"])
+    (site / "benchdelve" / "__init__.py").write_text(DELVE_INIT)
+    for ext, want in ((stub_ext, ()), (vend_ext, ("$ORIGIN",)), (torch_ext, ()),
+                      (delve_ext, ("$ORIGIN/../benchdelve.libs",))):
         elf = read_elf_file(ext)
         assert elf.rpath + elf.runpath == want and "libbench.so.1" in elf.needed, (ext, elf)
     sh(py, "-m", "compileall", "-q", site, env=env)
@@ -166,7 +194,8 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
         wall(cmd, env, cwd)
     walls: dict[str, list[int]] = {v: [] for v in VARIANTS}
     for i in range(runs):
-        for v in VARIANTS[i % 4:] + VARIANTS[:i % 4]:
+        k = i % len(VARIANTS)
+        for v in VARIANTS[k:] + VARIANTS[:k]:
             walls[v].append(wall(cmds[v], env, cwd))
     # Figure 2: stub import vs bare _ctypes.dlopen, in fresh processes, interleaved.
     drivers = {"a": DRIVER_A.format(site=str(site)), "b": DRIVER_B.format(lib=str(files["lib"]))}

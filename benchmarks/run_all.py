@@ -43,6 +43,8 @@ def _import_overhead(r: dict[str, Any]) -> list[Row]:
         ("whole-process import, stub / vendored",
          f"{w['stub']['ratio']:.3f} (paired {w['stub']['paired_ratio']:.3f})", "<= 1.03",
          _met(g["stub_ratio_le_1.03"])),
+        ("whole-process import, delvewheel style / vendored",
+         f"{w['delvewheel-style']['ratio']:.3f}", "-", "-"),
         ("whole-process import, torch style / vendored", f"{w['torch-style']['ratio']:.3f}", "-", "-"),
         ("stub cost excluding dlopen, cold", f"{s['stub_minus_dlopen']:.3f} ms", "<= 0.5 ms",
          _met(g["stub_cost_le_0.5ms"])),

@@ -7,6 +7,7 @@ so it only loads when the stub preloaded the registry copy, exactly like an exte
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -324,3 +325,21 @@ def test_dllreg_verify_refuses_a_modified_library(tmp_path: Path, site: Path) ->
     msg = error_of(python("import cpkg", site, DLLREG_VERIFY="1"))
     assert f"{lib} does not match the sha256 in its manifest" in msg
     assert "--force-reinstall" in msg
+
+
+def test_fast_path_and_cold_path_make_the_same_record(tmp_path: Path, site: Path) -> None:
+    """A plain successful import never compiles the stub's cold section; forcing the cold path
+    (DLLREG_DEBUG) yields the same process-wide record, dependencies included."""
+    add_library(tmp_path, site, name="base", soname="libbase.so.1", version="1.0",
+                code="long base(void){return 1;}")
+    add_library(tmp_path, site, requires=("base>=1",))
+    add_consumer(tmp_path, site, "cpkg")
+    code = ("import cpkg, json\nfrom cpkg import _dlls\n"
+            "print(json.dumps([cpkg.total(10), '_require' in vars(_dlls), _dlls.loaded()]))")
+    fast = python(code, site)
+    cold = python(code, site, DLLREG_DEBUG="1")
+    assert fast.returncode == 0 and cold.returncode == 0, fast.stderr + cold.stderr
+    total, compiled, record = json.loads(fast.stdout)
+    assert (total, compiled) == (55, False)
+    assert json.loads(cold.stdout) == [55, True, record]
+    assert record["base"][2] == {"cpkg (library qsum)": ">=1"} and list(record) == ["base", "qsum"]

@@ -10,11 +10,6 @@ import _thread
 import os
 import sys
 
-# Cold code (the full PEP 440 matcher, error messages) is compiled only when needed: in the
-# generated stub these imports become lazily compiled copies of the modules' source.
-from ._errors import describe_failure  # dllreg-stub: lazy
-from ._vmatch import spec_contains  # dllreg-stub: lazy
-
 _STATE = "_dllreg_state"  # a module of our own in sys.modules: the process-wide record
 _REGISTRY = "dllreg.libs"
 _DEBUG = bool(os.environ.get("DLLREG_DEBUG"))
@@ -22,6 +17,17 @@ _VERIFY = os.environ.get("DLLREG_VERIFY") == "1"  # opt-in: sha256 of each file 
 # Windows: LOAD_LIBRARY_SEARCH_DEFAULT_DIRS | LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR, as CPython
 # loads extension modules; PATH and the current directory are never searched.
 _WIN_FLAGS = 0x00001000 | 0x00000100
+# What the fast path leaves to the cold path: tracing, verifying, another provider order.
+_FAST = not (_DEBUG or _VERIFY or os.environ.get("DLLREG_PREFER"))
+# The generated stub sets this to the source of the cold section at the end of this file
+# (the full search, errors, tracing, verification), compiled into the module on first need:
+# a successful import never pays for unmarshalling it. dllreg's own copy has it as code.
+_COLD = None
+
+
+def _warm():
+    if _COLD is not None and "_require" not in globals():
+        exec(compile(_COLD, __file__, "exec"), globals())
 
 
 def _state():
@@ -35,79 +41,75 @@ def _state():
         st.LibraryImportError = None  # made on first use: a new class costs ~0.1 ms at start-up
         st.names = {}  # runtime name (SONAME / DLL name) -> path: one copy of each per process
         st.windows = os.name == "nt"
-        st.prefer = _preference()  # read once per process, like the loader's environment
+        st.prefer = None  # (folder suffixes, vendored first): set by the cold path when needed
         st.loader = None  # test seams: loader(path, flags) and add_dll_directory(path)
         st.add_dll_directory = None
         sys.modules[_STATE] = st
     return st
 
 
-def _error_class():
-    st = _state()
-    if st.LibraryImportError is None:
-        st.LibraryImportError = type("LibraryImportError", (ImportError,), {
-            "__module__": _STATE,
-            "__doc__": "A native library required by a package cannot be preloaded."})
-    return st.LibraryImportError
-
-
 def __getattr__(name):  # PEP 562: `_dlls.LibraryImportError` without paying for it at import
     if name == "LibraryImportError":
+        _warm()
         return _error_class()
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
-
-
-def _fail(user, kind, **facts):
-    return _error_class()(describe_failure(kind, user=user, **facts), name=user)
-
-
-def _say(msg):
-    sys.stderr.write("dllreg: " + msg + "\n")
 
 
 def _search_dirs(own_site):
     # The consumer's own site directory first, then absolute sys.path entries in order (the
     # user site and the base environment are among them). Relative entries ('' is the
     # current directory) are skipped: loading from there is planting.
-    if own_site and os.path.isabs(own_site):
-        yield own_site
+    dirs = [own_site] if own_site and os.path.isabs(own_site) else []
     for entry in sys.path:
         if isinstance(entry, str) and entry != own_site and os.path.isabs(entry):
-            yield entry
+            dirs.append(entry)
+    return dirs
 
 
-def _preference():
-    # DLLREG_PREFER: providers listed first, the rest in the default order conda, system,
-    # wheel, vendored (names.preference; kept in step by a test). Returns the folder suffixes
-    # tried in each site directory ('' is the wheel's copy) and whether a package's own
-    # vendored copy comes before every site directory (else after all of them).
-    default = ["conda", "system", "wheel", "vendored"]
-    listed = [w.strip().lower() for w in os.environ.get("DLLREG_PREFER", "").split(",")]
-    if "registry" in listed:
-        i = listed.index("registry")
-        listed[i:i + 1] = default[:3]
-    order = [w for w in dict.fromkeys(listed) if w in default]
-    order += [p for p in default if p not in order]
-    return (tuple("" if p == "wheel" else "." + p for p in order if p != "vendored"),
-            order[0] == "vendored")
-
-
-def _candidates(st, own_site, vendored):
-    # (directory holding dllreg.libs, folder suffix, is the vendored copy), in order: site
-    # directories in search order, in each the providers in preference order; the package's
-    # own vendored copies (<package>/dllreg.libs, written by `dllreg vendor`) last, or first
-    # with DLLREG_PREFER=vendored.
-    prefer = getattr(st, "prefer", None)
-    if prefer is None or len(prefer) != 2:  # the record was made by an older stub
-        prefer = st.prefer = _preference()
-    suffixes, vendored_first = prefer
-    if vendored and vendored_first:
-        yield vendored, "", True
+def _fast(st, user, name, spec, own_site, chain):
+    # The common case, decided without the cold path: the first copy in search order (default
+    # provider order) satisfies the requirement and loads. Anything else returns False, and
+    # _require decides from scratch (raising the errors); what this already loaded stays.
+    rec = st.loaded.get(name)
+    if rec is not None:
+        if not _satisfies(spec, rec["version"]):
+            return False
+        rec["users"].setdefault(user, spec)
+        return True
+    if name in chain:
+        return False
     for site in _search_dirs(own_site):
-        for provider in suffixes:
-            yield site, provider, False
-    if vendored and not vendored_first:
-        yield vendored, "", True
+        for suffix in (".conda", ".system", ""):
+            lib_dir = os.path.join(site, _REGISTRY, name + suffix)
+            try:
+                version, libs, reqs, dll_dirs = _read_manifest(os.path.join(lib_dir, "MANIFEST"))
+            except FileNotFoundError:
+                continue
+            except Exception:
+                return False
+            if dll_dirs or not _satisfies(spec, version):
+                return False
+            try:
+                paths = [_lib_path(lib_dir, entry[0], suffix) for entry in libs]
+            except ValueError:
+                return False
+            for dep_name, dep_spec in reqs:
+                if not _fast(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
+                             (*chain, name)):
+                    return False
+            keys = [entry[1].lower() if st.windows else entry[1] for entry in libs]
+            for key, path in zip(keys, paths):
+                if st.names.get(key, path) != path:  # a second copy of one name: never
+                    return False
+            try:
+                handles = [_open(st, path) for path in paths]
+            except OSError:
+                return False
+            st.loaded[name] = {"version": version, "dir": lib_dir, "paths": paths,
+                               "handles": handles, "users": {user: spec}, "dll_dirs": []}
+            st.names.update(zip(keys, paths))
+            return True
+    return False
 
 
 def _lib_path(lib_dir, rel, provider):
@@ -145,19 +147,6 @@ def _read_manifest(path):
     if not version or not libs:
         raise ValueError("no Version or Library entry")
     return version, libs, reqs, dll_dirs
-
-
-def _sha256(path):
-    import hashlib  # only with DLLREG_VERIFY=1
-
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError:
-        return None  # the loader reports the missing file
-    return h.hexdigest()
 
 
 def _split_req(text):
@@ -198,6 +187,7 @@ def _satisfies(spec, version):
         t = _release(target[:-2] if wild else target)
         if op not in _FAST_OPS or t is None or (wild and op not in ("==", "!=")) or (
                 op == "~=" and len(t) < 2):
+            _warm()
             return spec_contains(spec, version)
         if wild or op == "~=":
             prefix = t if wild else t[:-1]
@@ -206,11 +196,24 @@ def _satisfies(spec, version):
         else:
             n = max(len(v), len(t))
             a, b = _pad(v, n), _pad(t, n)
-            ok = {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b,
-                  ">=": a >= b}[op]
+            if op == ">=":  # by far the most common
+                ok = a >= b
+            elif op == "==":
+                ok = a == b
+            elif op == "<":
+                ok = a < b
+            elif op == "<=":
+                ok = a <= b
+            elif op == ">":
+                ok = a > b
+            else:
+                ok = a != b
         if not ok:
             return False
-    return True if v is not None else spec_contains(spec, version)
+    if v is not None:
+        return True
+    _warm()
+    return spec_contains(spec, version)
 
 
 # On Linux CPython, dlopen through the extension loader: it calls dlopen(path,
@@ -234,6 +237,103 @@ def _open(st, path):
     if st.windows:  # LoadLibraryExW(path, NULL, flags): the flags CPython uses for .pyd files
         return _ctypes.LoadLibrary(path, _WIN_FLAGS)
     return _ctypes.dlopen(path, os.RTLD_LOCAL)  # RTLD_LOCAL: macOS dyld defaults to global
+
+
+def _load_all(package, stub_file, depth, requires):
+    st = _state()
+    own_site = os.path.abspath(stub_file)
+    for _ in range(depth + 2):  # <site>/<pkg>/.../_dlls.py
+        own_site = os.path.dirname(own_site)
+    vendored = os.path.dirname(os.path.abspath(stub_file))  # <package>/dllreg.libs: `vendor`
+    with st.lock:
+        for name, spec in requires:
+            if not (_FAST and _fast(st, package, name, spec, own_site, ())):
+                _warm()
+                _require(st, package, name, spec, own_site, [], vendored)
+    return st
+
+
+def path(name):
+    """Absolute path of the loaded library ``name`` (its last, principal file)."""
+    return _state().loaded[name]["paths"][-1]
+
+
+def loaded():
+    """A copy of the process-wide record: name -> (version, paths, users)."""
+    return {n: (r["version"], tuple(r["paths"]), dict(r["users"]))
+            for n, r in _state().loaded.items()}
+
+
+# dllreg-stub: cold begin
+# The cold section: in the generated stub, everything from here to the end marker is carried
+# as source (_COLD) and compiled by _warm() when the fast path hands over.
+# Cold code (the full PEP 440 matcher, error messages) is compiled only when needed: in the
+# generated stub these imports become lazily compiled copies of the modules' source.
+from ._errors import describe_failure  # dllreg-stub: lazy
+from ._vmatch import spec_contains  # dllreg-stub: lazy
+
+def _error_class():
+    st = _state()
+    if st.LibraryImportError is None:
+        st.LibraryImportError = type("LibraryImportError", (ImportError,), {
+            "__module__": _STATE,
+            "__doc__": "A native library required by a package cannot be preloaded."})
+    return st.LibraryImportError
+
+
+def _fail(user, kind, **facts):
+    return _error_class()(describe_failure(kind, user=user, **facts), name=user)
+
+
+def _say(msg):
+    sys.stderr.write("dllreg: " + msg + "\n")
+
+
+def _preference():
+    # DLLREG_PREFER: providers listed first, the rest in the default order conda, system,
+    # wheel, vendored (names.preference; kept in step by a test). Returns the folder suffixes
+    # tried in each site directory ('' is the wheel's copy) and whether a package's own
+    # vendored copy comes before every site directory (else after all of them).
+    default = ["conda", "system", "wheel", "vendored"]
+    listed = [w.strip().lower() for w in os.environ.get("DLLREG_PREFER", "").split(",")]
+    if "registry" in listed:
+        i = listed.index("registry")
+        listed[i:i + 1] = default[:3]
+    order = [w for w in dict.fromkeys(listed) if w in default]
+    order += [p for p in default if p not in order]
+    return (tuple("" if p == "wheel" else "." + p for p in order if p != "vendored"),
+            order[0] == "vendored")
+
+
+def _candidates(st, own_site, vendored):
+    # (directory holding dllreg.libs, folder suffix, is the vendored copy), in order: site
+    # directories in search order, in each the providers in preference order; the package's
+    # own vendored copies (<package>/dllreg.libs, written by `dllreg vendor`) last, or first
+    # with DLLREG_PREFER=vendored.
+    prefer = getattr(st, "prefer", None)
+    if prefer is None or len(prefer) != 2:  # the record was made by an older stub
+        prefer = st.prefer = _preference()
+    suffixes, vendored_first = prefer
+    if vendored and vendored_first:
+        yield vendored, "", True
+    for site in _search_dirs(own_site):
+        for provider in suffixes:
+            yield site, provider, False
+    if vendored and not vendored_first:
+        yield vendored, "", True
+
+
+def _sha256(path):
+    import hashlib  # only with DLLREG_VERIFY=1
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None  # the loader reports the missing file
+    return h.hexdigest()
 
 
 def _require(st, user, name, spec, own_site, chain, vendored=None):
@@ -303,28 +403,7 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
                     "extension loader" if rec["handles"][-1] == "imp" else "_ctypes"))
         st.loaded[name] = rec
         return
-    raise _fail(user, "missing", name=name, spec=spec, seen=seen,
-                dirs=list(_search_dirs(own_site)))
+    raise _fail(user, "missing", name=name, spec=spec, seen=seen, dirs=_search_dirs(own_site))
 
 
-def _load_all(package, stub_file, depth, requires):
-    st = _state()
-    own_site = os.path.abspath(stub_file)
-    for _ in range(depth + 2):  # <site>/<pkg>/.../_dlls.py
-        own_site = os.path.dirname(own_site)
-    vendored = os.path.dirname(os.path.abspath(stub_file))  # <package>/dllreg.libs: `vendor`
-    with st.lock:
-        for name, spec in requires:
-            _require(st, package, name, spec, own_site, [], vendored)
-    return st
-
-
-def path(name):
-    """Absolute path of the loaded library ``name`` (its last, principal file)."""
-    return _state().loaded[name]["paths"][-1]
-
-
-def loaded():
-    """A copy of the process-wide record: name -> (version, paths, users)."""
-    return {n: (r["version"], tuple(r["paths"]), dict(r["users"]))
-            for n, r in _state().loaded.items()}
+# dllreg-stub: cold end

@@ -321,3 +321,21 @@ def test_check_path_may_be_relative(site: Path, libdir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "dllreg", "list", "--path", "nope"],
                           capture_output=True, text=True, cwd=site.parent)
     assert proc.returncode == 2 and proc.stderr == "error: --path nope: not a directory\n"
+
+
+def test_check_names_a_dist_info_out_of_step(site: Path, libdir: Path) -> None:
+    lib = str(libdir / "libqsum.so.3")
+    for name in ("qsum", "other"):
+        assert main(["register", "--name", name, "--version", "3.2", "--path", lib, "--site",
+                     str(site)]) == 0
+    shutil.rmtree(site / "dllreg.libs" / "qsum.system")  # what a killed unregister leaves
+    shutil.rmtree(site / "dllreg_lib_other-3.2.dist-info")  # what a killed register leaves
+    rc, out, _ = dllreg("check", "--path", str(site))
+    assert rc == 0  # the registry itself is consistent, and the next writer heals pip's view
+    assert (f"warning: library qsum: pip sees dllreg-lib-qsum 3.2 in {site}, but nothing is "
+            "registered there") in out
+    assert "fix: python -m dllreg unregister --name qsum" in out
+    assert (f"warning: library other: registered in {site}, but pip sees no dllreg-lib-other "
+            "there") in out
+    assert main(["unregister", "--name", "qsum", "--site", str(site)]) == 0  # heals both
+    assert dllreg("check", "--path", str(site))[1].endswith("1 libraries, 0 consumers: OK\n")

@@ -24,6 +24,7 @@ from .registry import (
     installed_consumers,
     installed_libraries,
     installed_record,
+    library_dist_infos,
     site_dirs,
 )
 
@@ -287,7 +288,8 @@ def _check(a: argparse.Namespace, out: TextIO) -> int:
 
     problems = find_problems(libraries, consumers, errors + cerrors, verify=a.verify,
                              binaries=binaries, records=installed_record,
-                             prefer_env=os.environ.get("DLLREG_PREFER"))
+                             prefer_env=os.environ.get("DLLREG_PREFER"),
+                             dist_infos=library_dist_infos(dirs))
     failed = any(p.severity == "error" for p in problems)
     if a.json:
         json.dump({"format": JSON_FORMAT, "ok": not failed,

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .binary import BinaryInfo
@@ -101,12 +101,37 @@ def binding_problems(subject: str, binaries: Sequence[tuple[str, BinaryInfo]],
     return out
 
 
+def _pip_view_problems(libraries: Sequence[InstalledLibrary],
+                       dist_infos: Mapping[Path, Mapping[str, tuple[str, str]]]) -> list[Problem]:
+    """A registration pip does not see (it would fetch a second copy), and a dist-info a
+    registration wrote for something no longer registered (pip would skip a needed install):
+    what a writer killed between its two steps leaves; the next register/unregister heals it."""
+    out = []
+    registered = {(lib.site, lib.manifest.name) for lib in libraries if lib.manifest.external}
+    for site, name in sorted(registered):
+        if name not in dist_infos.get(site, {}):
+            out.append(Problem(
+                f"library {name}", f"registered in {site}, but pip sees no dllreg-lib-{name} "
+                "there, so installing a consumer fetches a second copy",
+                "register it again (the registry writes the dist-info pip reads)", "warning"))
+    for site, seen in sorted(dist_infos.items()):
+        for name, (version, installer) in sorted(seen.items()):
+            if installer == "dllreg" and (site, name) not in registered:
+                out.append(Problem(
+                    f"library {name}", f"pip sees dllreg-lib-{name} {version} in {site}, but "
+                    "nothing is registered there", f"python -m dllreg unregister --name {name} "
+                    "(removes the stale dist-info), or register the library again", "warning"))
+    return out
+
+
 def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Consumer],
                   read_errors: Sequence[DllregError], *, verify: bool = False,
                   hasher: Callable[[Path], str] = _sha256,
                   binaries: Callable[[Consumer], Sequence[tuple[str, BinaryInfo]]] | None = None,
                   records: Callable[[InstalledLibrary], Sequence[tuple[Path, str]]] | None = None,
-                  prefer_env: str | None = None) -> list[Problem]:
+                  prefer_env: str | None = None,
+                  dist_infos: Mapping[Path, Mapping[str, tuple[str, str]]] | None = None
+                  ) -> list[Problem]:
     problems = [Problem("registry", str(e), (
         f"python -m dllreg unregister --name {e.name} --provider {e.provider}, then register "
         "it again" if isinstance(e, BadRegistration) else
@@ -144,6 +169,7 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
                 problems.append(Problem(
                     subject, f"file {path} does not match the hash pip recorded when it "
                     "installed the library (edited or replaced since)", fix))
+    problems += _pip_view_problems(libraries, dist_infos or {})
     if prefer_env is not None:
         unknown = [w for w in prefer_env.split(",") if w.strip() and w.strip().lower() not in
                    (*DEFAULT_PREFERENCE, "registry", "vendored")]

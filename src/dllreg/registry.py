@@ -205,6 +205,26 @@ def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[Dllr
     return consumers, errors
 
 
+def library_dist_infos(dirs: Sequence[Path]) -> dict[Path, dict[str, tuple[str, str]]]:
+    """What pip sees of library wheels: site -> {library name: (version, INSTALLER)} of every
+    ``dllreg_lib_NAME-V.dist-info`` (registrations write ones whose INSTALLER is dllreg)."""
+    out: dict[Path, dict[str, tuple[str, str]]] = {}
+    for site in dirs:
+        try:
+            entries = os.listdir(site)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith("dllreg_lib_") and entry.endswith(".dist-info"):
+                name, _, version = entry[len("dllreg_lib_"):-len(".dist-info")].partition("-")
+                try:
+                    installer = (site / entry / "INSTALLER").read_text(encoding="utf-8").strip()
+                except OSError:
+                    installer = ""
+                out.setdefault(site, {})[name.replace("_", "-")] = (version, installer)
+    return out
+
+
 _BINARY_SUFFIXES = (".so", ".pyd", ".dll", ".dylib")
 
 

@@ -22,22 +22,10 @@ def add_parsers(sub: Any) -> None:
 
 
 def _library_wheel(path: Path) -> Any:
-    from packaging.utils import parse_wheel_filename
+    from .devendor_read import library_wheel_contents
+    from .vendor import LibraryCopy
 
-    from .devendor_read import read_input_wheel
-    from .manifest import MANIFEST_NAME, Manifest
-    from .names import REGISTRY_DIR, library_of_dist
-    from .vendor import LibraryCopy, VendorError
-
-    name = library_of_dist(str(parse_wheel_filename(path.name)[0]))
-    if name is None:
-        raise VendorError(f"{path}: not a dllreg-lib-NAME wheel")
-    root = f"{REGISTRY_DIR}/{name}/"
-    files = {m.name[len(root):]: m.data for m in read_input_wheel(path).members
-             if m.name.startswith(root)}
-    if MANIFEST_NAME not in files:
-        raise VendorError(f"{path}: no {root}{MANIFEST_NAME}")
-    manifest = Manifest.from_text(files[MANIFEST_NAME].decode("utf-8"), f"{path}:{root}{MANIFEST_NAME}")
+    manifest, files = library_wheel_contents(path)
     return LibraryCopy(manifest, tuple(files.items()), str(path))
 
 

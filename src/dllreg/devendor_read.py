@@ -218,6 +218,13 @@ def library_wheel_of_plan(plan: LibraryPlan, path: Path) -> LibraryWheel:
 
 def read_library_wheel(path: Path) -> LibraryWheel:
     """A dllreg-lib wheel's manifest and the symbols its libraries export."""
+    manifest, files = library_wheel_contents(path)
+    return _library_wheel(str(path), manifest, files)
+
+
+def library_wheel_contents(path: Path) -> tuple[Manifest, dict[str, bytes]]:
+    """A dllreg-lib wheel's manifest and its files under ``dllreg.libs/NAME/`` (by manifest
+    path), after read_input_wheel's checks."""
     wheel = read_input_wheel(path)
     dist = parse_wheel_filename(path.name)[0]
     name = library_of_dist(str(dist))
@@ -230,4 +237,4 @@ def read_library_wheel(path: Path) -> LibraryWheel:
         raise DevendorError(f"{path}: no {root}/{MANIFEST_NAME}")
     manifest = Manifest.from_text(text.decode("utf-8", "replace"), f"{path}: {MANIFEST_NAME}")
     files = {n[len(root) + 1:]: d for n, d in data.items() if n.startswith(root + "/")}
-    return _library_wheel(str(path), manifest, files)
+    return manifest, files

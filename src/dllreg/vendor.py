@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 
 from packaging.version import Version
 
 from .consumer import _import_path  # the sys.path location of a wheel member
+from .devendor_read import dist_info_of
 from .errors import DllregError
 from .manifest import MANIFEST_NAME, Manifest
-from .names import REGISTRY_DIR, NativeRequirement
+from .names import REGISTRY_DIR, NativeRequirement, library_of_dist
 from .platforms import _tag_os_arch
 from .registry import CONSUMER_RECORD
 from .stub import STUB_FILE, render_stub
@@ -124,21 +126,27 @@ def _wheel_file(metadata: str, platform: str) -> str:
     return "\n".join([*lines, "Root-Is-Purelib: false", *tags]) + "\n"
 
 
+def _required_library(line: str) -> str | None:
+    """The library of a METADATA ``Requires-Dist: dllreg-lib-NAME...`` line, else None."""
+    key, _, value = line.partition(":")
+    if key != "Requires-Dist":
+        return None
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", value)
+    return library_of_dist(m.group(1)) if m else None
+
+
 def plan_vendor(filename: str, members: Sequence[tuple[str, bytes]],
                 available: Sequence[LibraryCopy], origin: str) -> VendorPlan:
     from packaging.utils import parse_wheel_filename
 
     data = dict(members)
-    dist_infos = sorted({n.split("/", 1)[0] for n in data if n.split("/", 1)[0].endswith(".dist-info")})
-    if len(dist_infos) != 1:
-        raise VendorError(f"{origin}: expected one .dist-info directory, found {dist_infos}")
-    dist_info = dist_infos[0]
+    dist_info = dist_info_of(origin, list(data))
     record = _record(data, dist_info, origin)
     requires = [NativeRequirement.parse(r) for r in record["requires"]]  # type: ignore[attr-defined]
     stubs = [s for s in record.get("stubs", []) if s in data]  # type: ignore[attr-defined]
     if not stubs:
         raise VendorError(f"{origin}: {CONSUMER_RECORD} names no stub that the wheel contains")
-    name, version, build, tags = parse_wheel_filename(filename)
+    _, _, build, tags = parse_wheel_filename(filename)
     platforms = sorted({t.platform for t in tags})
     copies = choose(requires, available, platforms, origin)
     if not copies:
@@ -159,11 +167,8 @@ def plan_vendor(filename: str, members: Sequence[tuple[str, bytes]],
         out[stub] = render_stub(dotted, [r for r in requires if r.applies()]).encode()
     names = {lib.manifest.name for lib in copies}
     meta = f"{dist_info}/METADATA"
-    out[meta] = ("\n".join(
-        line for line in data[meta].decode("utf-8").split("\n")
-        if not (line.startswith("Requires-Dist:") and any(
-            line.split(":", 1)[1].strip().lower().replace("_", "-").startswith(f"dllreg-lib-{n}")
-            for n in names))) ).encode()
+    out[meta] = "\n".join(line for line in data[meta].decode("utf-8").split("\n")
+                          if _required_library(line) not in names).encode()
     record = {**record, "vendored": {lib.manifest.name: lib.manifest.version for lib in copies}}
     for place in (f"{dist_info}/{CONSUMER_RECORD}", f"{dist_info}/extra_metadata/{CONSUMER_RECORD}"):
         if place in data:
@@ -171,9 +176,8 @@ def plan_vendor(filename: str, members: Sequence[tuple[str, bytes]],
     if platforms == ["any"]:  # the binaries make it platform-specific
         plat = copies[0].manifest.platform
         out[f"{dist_info}/WHEEL"] = _wheel_file(data[f"{dist_info}/WHEEL"].decode(), plat).encode()
-        pythons = sorted({t.interpreter for t in tags})
-        filename = f"{filename.split('-')[0]}-{filename.split('-')[1]}-" + (
-            f"{build[0]}{build[1]}-" if build else "") + f"{'.'.join(pythons)}-none-{plat}.whl"
+        build_tag = [f"{build[0]}{build[1]}"] if build else []
+        pythons = ".".join(sorted({t.interpreter for t in tags}))
+        filename = "-".join([*filename.split("-")[:2], *build_tag, pythons, "none", f"{plat}.whl"])
     out.pop(f"{dist_info}/RECORD", None)
-    del name, version
     return VendorPlan(tuple(out.items()), filename, dist_info, tuple(copies), added)

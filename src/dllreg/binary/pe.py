@@ -12,9 +12,11 @@ and more than 8192 imported symbols in one file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import pefile
@@ -182,12 +184,18 @@ def read_pe(data: bytes) -> PEInfo:
     problem = _signature_problem(data)
     if problem is not None:
         raise PEError(f"not a PE file: {problem}")
+    with parsed(data, max_symbol_exports=_MAX_EXPORTS, max_repeated_symbol=_MAX_EXPORTS) as pe:
+        return _read(pe, len(data))
+
+
+@contextlib.contextmanager
+def parsed(data: bytes, **options: Any) -> Iterator[Any]:
+    """``pefile.PE(data=data, fast_load=True, **options)``, with every pefile failure inside the
+    block turned into PEError."""
     pe: Any = None
     try:
-        pe = pefile.PE(
-            data=data, fast_load=True, max_symbol_exports=_MAX_EXPORTS, max_repeated_symbol=_MAX_EXPORTS
-        )
-        return _read(pe, len(data))
+        pe = pefile.PE(data=data, fast_load=True, **options)
+        yield pe
     except PEError:
         raise
     except _PEFILE_ERRORS as exc:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pefile
 
-from .pe import _PEFILE_ERRORS, PEError, read_pe
+from .pe import PEError, parsed, read_pe
 
 __all__ = ["PatchResult", "rename_imports"]
 
@@ -199,16 +199,6 @@ def rename_imports(data: bytes, renames: Mapping[str, str]) -> PatchResult:
     directly or delay-loaded. Input with nothing to rename comes back as equal bytes."""
     wanted = _fold(renames)
     read_pe(data)  # the whole verdict on malformed input: PEError unless every table reads
-    pe: Any = None
-    try:
-        pe = pefile.PE(data=data, fast_load=True)
+    with parsed(data) as pe:
         pe.parse_data_directories(directories=(_IMPORT, _DELAY_IMPORT))
         return _patch(pe, data, wanted)
-    except PEError:
-        raise
-    except _PEFILE_ERRORS as exc:
-        detail = exc.value if isinstance(exc, pefile.PEFormatError) else f"{type(exc).__name__}: {exc}"
-        raise PEError(f"malformed PE file ({detail})") from exc
-    finally:
-        if pe is not None:
-            pe.close()

@@ -36,18 +36,22 @@ def link_flags(manifest: Manifest, platform: str) -> str:
     return f"-L${{libdir}} -l:{file} -Wl,-rpath-link,${{libdir}}"
 
 
-def render_pc(manifest: Manifest, extra_cflags: str = "") -> str:
-    """The ``.pc`` text, installed at ``<libdir>/pkgconfig/NAME.pc``."""
+def render_pc(manifest: Manifest, extra_cflags: str = "", *, prefix: str = "${pcfiledir}/../..",
+              libdir: str = "${prefix}/lib", includedir: str | None = None) -> str:
+    """The ``.pc`` text, installed at ``<libdir>/pkgconfig/NAME.pc``: relocatable by default;
+    registrations of external libraries pass absolute directories (and ``includedir`` to
+    compile against headers they do not carry)."""
     requires = ", ".join(
         f"{r.name} {op} {v}".strip()
         for r in manifest.requires
         for op, v in _pc_constraints(r.specifier)
     ) or ", ".join(r.name for r in manifest.requires)
-    cflags = " ".join(x for x in ("-I${includedir}" if manifest.headers else "", extra_cflags) if x)
+    include = "-I${includedir}" if manifest.headers or includedir else ""
+    cflags = " ".join(x for x in (include, extra_cflags) if x)
     lines = [
-        "prefix=${pcfiledir}/../..",
-        "libdir=${prefix}/lib",
-        "includedir=${prefix}/include",
+        f"prefix={prefix}",
+        f"libdir={libdir}",
+        f"includedir={includedir or '${prefix}/include'}",
         "",
         f"Name: {manifest.name}",
         f"Description: {manifest.name} {manifest.version} from the dllreg registry",

@@ -124,16 +124,6 @@ def _check_recipe(name: str, plan: LibraryPlan) -> None:
 
 def _pc(manifest: Manifest, include: str | None) -> str:
     """A .pc file with absolute directories: builds link by runtime name, as with a wheel."""
-    text = render_pc(dataclasses.replace(manifest, headers=("include/",) if include else ()))
-    principal = manifest.libraries[-1].path
-    libdir = posixpath.dirname(principal)
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("prefix="):
-            line = f"prefix={posixpath.dirname(libdir)}"
-        elif line.startswith("libdir="):
-            line = f"libdir={libdir}"
-        elif line.startswith("includedir="):
-            line = f"includedir={normalized_path(include) if include else '${prefix}/include'}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    libdir = posixpath.dirname(manifest.libraries[-1].path)
+    return render_pc(manifest, prefix=posixpath.dirname(libdir), libdir=libdir,
+                     includedir=normalized_path(include) if include else None)

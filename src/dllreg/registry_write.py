@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import DllregError
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, Manifest
 from .names import EXTERNAL_PROVIDERS, REGISTRY_DIR, dist_name, registry_folder
 from .register import RegisterError, Registration
 from .registry import folder_provider, prefer, read_library
@@ -106,13 +106,9 @@ def _heal_dist_infos(site: Path, root: Path) -> None:
                   and fp[1] in EXTERNAL_PROVIDERS and (root / e / MANIFEST_NAME).exists()}
     for name in sorted(set(ours) | registered):
         if name in ours and name in registered:
-            best = next((root / registry_folder(name, p) for p in prefer() if p in EXTERNAL_PROVIDERS
-                         and (root / registry_folder(name, p) / MANIFEST_NAME).exists()), None)
-            try:
-                if best is not None and read_library(best).manifest.version == ours[name]:
-                    continue
-            except DllregError:
-                pass
+            best = _preferred_registration(root, name)
+            if best is not None and best.version == ours[name]:
+                continue
         if name not in ours and _dist_infos(site, name):
             continue  # pip's own dist-info: nothing of ours to write
         sync_dist_info(site, name)
@@ -164,6 +160,18 @@ def _is_ours(dist_info: Path) -> bool:
         return False
 
 
+def _preferred_registration(root: Path, name: str) -> Manifest | None:
+    """The readable external registration of ``name`` the stub would try first."""
+    for provider in prefer():
+        folder = root / registry_folder(name, provider)
+        if provider in EXTERNAL_PROVIDERS and (folder / MANIFEST_NAME).exists():
+            try:
+                return read_library(folder).manifest
+            except DllregError:
+                continue
+    return None
+
+
 def sync_dist_info(site: Path, name: str) -> None:
     """Keep one ``dllreg_lib_NAME-V.dist-info`` for the preferred external registration, so
     pip counts the library as installed and does not fetch a second copy; none when pip
@@ -173,15 +181,7 @@ def sync_dist_info(site: Path, name: str) -> None:
     root = site / REGISTRY_DIR
     existing = _dist_infos(site, name)
     ours = [d for d in existing if _is_ours(d)]
-    best = None
-    for provider in prefer():
-        folder = root / registry_folder(name, provider)
-        if provider in EXTERNAL_PROVIDERS and (folder / MANIFEST_NAME).exists():
-            try:
-                best = read_library(folder).manifest
-                break
-            except DllregError:
-                continue
+    best = _preferred_registration(root, name)
     if best is None or len(ours) < len(existing):
         for d in ours:
             _retire(d, root)

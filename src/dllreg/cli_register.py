@@ -108,9 +108,13 @@ def _register_system(a: argparse.Namespace, out: TextIO) -> int:
         where = a.root or "this system"
         # Recipes for other builds of the same distribution packages (openblas is
         # scipy-openblas; Debian's OpenBLAS is libopenblas): name the ones present here.
-        kin = [r.name for r in map(load_registry().require, load_registry().names())
-               if r is not recipe and set(r.debian) & set(recipe.debian) and r.abi_for("linux")
-               and find_system_library(list(r.abi_for("linux").runtime_names), a.root)]  # type: ignore[union-attr]
+        registry = load_registry()
+        kin = []
+        for other in map(registry.require, registry.names()):
+            other_abi = other.abi_for("linux")
+            if (other is not recipe and set(other.debian) & set(recipe.debian) and other_abi
+                    and find_system_library(list(other_abi.runtime_names), a.root)):
+                kin.append(other.name)
         hint = f"; this system has {' and '.join(kin)}: register --system {kin[0]}" if kin else ""
         raise RegisterError(
             f"{', '.join(abi.runtime_names)} ({recipe.name}) not found in {where}'s loader paths"

@@ -241,15 +241,14 @@ def _open(st, path):
 
 def _load_all(package, stub_file, depth, requires):
     st = _state()
-    own_site = os.path.abspath(stub_file)
+    own_site = stub_file = os.path.abspath(stub_file)
     for _ in range(depth + 2):  # <site>/<pkg>/.../_dlls.py
         own_site = os.path.dirname(own_site)
-    vendored = os.path.dirname(os.path.abspath(stub_file))  # <package>/dllreg.libs: `vendor`
     with st.lock:
         for name, spec in requires:
             if not (_FAST and _fast(st, package, name, spec, own_site, ())):
-                _warm()
-                _require(st, package, name, spec, own_site, [], vendored)
+                _warm()  # <package>/dllreg.libs: what `dllreg vendor` adds
+                _require(st, package, name, spec, own_site, [], os.path.dirname(stub_file))
     return st
 
 

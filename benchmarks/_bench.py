@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -49,6 +50,46 @@ def stats(ns: Sequence[float], unit: float) -> dict[str, float]:
     q1, med, q3 = statistics.quantiles(ns, n=4, method="inclusive")
     return {"median": round(med / unit, 4), "q1": round(q1 / unit, 4),
             "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}
+
+
+def parser(doc: str | None, runs: int | None = None,
+           runs_help: str = "runs per variant") -> argparse.ArgumentParser:
+    """The options every benchmark takes: --json and --keep, and --runs when it repeats runs."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    if runs is not None:
+        ap.add_argument("--runs", type=int, default=runs, help=f"{runs_help} (default {runs})")
+    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    return ap
+
+
+def interleaved(cmds: dict[str, list[str]], runs: int, env: dict[str, str],
+                cwd: Path) -> dict[str, list[int]]:
+    """Wall times (ns) of each command, ``runs`` rounds in rotated order: each leads in turn."""
+    names = list(cmds)
+    walls: dict[str, list[int]] = {v: [] for v in names}
+    for i in range(runs):
+        k = i % len(names)
+        for v in names[k:] + names[:k]:
+            walls[v].append(wall(cmds[v], env, cwd))
+    return walls
+
+
+def ratio_table(walls: dict[str, list[int]], base: str) -> dict[str, dict[str, float]]:
+    """Statistics in ms of each variant, its ratio to the base median and its paired ratio
+    (median over rounds of variant / base in the same round)."""
+    fig = {v: stats(w, 1e6) for v, w in walls.items()}
+    for v, w in walls.items():
+        fig[v]["ratio"] = round(fig[v]["median"] / fig[base]["median"], 4)
+        fig[v]["paired_ratio"] = round(statistics.median(a / b for a, b in zip(w, walls[base])), 4)
+    return fig
+
+
+def print_ratio_table(fig: dict[str, dict[str, float]]) -> None:
+    print(f"  {'variant':<16}{'median':>8}{'q1':>8}{'q3':>8}{'IQR':>7}{'ratio':>8}{'paired':>8}")
+    for v, s in fig.items():
+        print(f"  {v:<16}{s['median']:8.2f}{s['q1']:8.2f}{s['q3']:8.2f}{s['iqr']:7.2f}"
+              f"{s['ratio']:8.3f}{s['paired_ratio']:8.3f}")
 
 
 def run(prefix: str, keep: bool, as_json: bool, body: Callable[[Path, dict[str, str]], dict[str, Any]],

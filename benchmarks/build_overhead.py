@@ -15,7 +15,6 @@ Run: .venv/bin/python benchmarks/build_overhead.py [--runs N] [--json]. See READ
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from _bench import ROOT, install_wheels, run, sh
+from _bench import ROOT, install_wheels, parser, run, sh
 
 from dllreg.binary.elf import read_elf
 
@@ -169,10 +168,7 @@ def report(r: dict[str, Any], elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="timed builds per variant (default 3)")
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    ap = parser(__doc__, runs=3, runs_help="timed builds per variant")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be at least 1")

@@ -15,14 +15,13 @@ Run: .venv/bin/python benchmarks/disk.py [--json]. See benchmarks/README.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
-from _bench import install_wheels, library, run, sh
+from _bench import install_wheels, library, parser, run, sh
 
 from dllreg.consumer import patch_wheel
 from dllreg.names import NativeRequirement
@@ -131,9 +130,7 @@ def report(r: dict[str, Any], elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    ap = parser(__doc__)
     args = ap.parse_args(argv)
     return run("dllreg-disk-", args.keep, args.json, lambda root, env: measure(root), report)
 

@@ -16,15 +16,13 @@ Run: .venv/bin/python benchmarks/import_overhead.py [--runs N] [--json]. See ben
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from _bench import run, sh, stats, wall
+from _bench import interleaved, parser, print_ratio_table, ratio_table, run, sh, stats, wall
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
@@ -192,11 +190,7 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
             for v in VARIANTS}
     for cmd in cmds.values():  # warm the page cache and __pycache__
         wall(cmd, env, cwd)
-    walls: dict[str, list[int]] = {v: [] for v in VARIANTS}
-    for i in range(runs):
-        k = i % len(VARIANTS)
-        for v in VARIANTS[k:] + VARIANTS[:k]:
-            walls[v].append(wall(cmds[v], env, cwd))
+    walls = interleaved(cmds, runs, env, cwd)
     # Figure 2: stub import vs bare _ctypes.dlopen, in fresh processes, interleaved.
     drivers = {"a": DRIVER_A.format(site=str(site)), "b": DRIVER_B.format(lib=str(files["lib"]))}
     names = {"a": ("stub", "stub2", "finder"), "b": ("ctypes", "dlopen")}
@@ -211,12 +205,7 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
     execs = [int(x) for x in sh(py, "-c", drv_c, env=env, cwd=cwd).split()]
 
     ms = 1e6
-    fig1 = {v: stats(walls[v], ms) for v in VARIANTS}
-    base = fig1["vendored"]["median"]
-    for v in VARIANTS:
-        pair = [a / b for a, b in zip(walls[v], walls["vendored"])]
-        fig1[v]["ratio"] = round(fig1[v]["median"] / base, 4)
-        fig1[v]["paired_ratio"] = round(statistics.median(pair), 4)
+    fig1 = ratio_table(walls, "vendored")
     fig2 = {k: stats(v, ms) for k, v in parts.items()}
     stub_cost = round(fig2["stub"]["median"] - fig2["dlopen"]["median"], 4)
     fig3 = stats(execs, 1e3)
@@ -241,10 +230,7 @@ def report(r: dict, elapsed: float) -> None:
           "OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1)\n")
     print("1/4. whole process: python -c 'import X'   (ms; ratio = median / vendored median;")
     print("     paired = median over rounds of X / vendored in the same round)")
-    print(f"  {'variant':<16}{'median':>8}{'q1':>8}{'q3':>8}{'IQR':>7}{'ratio':>8}{'paired':>8}")
-    for v, s in f1.items():
-        print(f"  {v:<16}{s['median']:8.2f}{s['q1']:8.2f}{s['q3']:8.2f}{s['iqr']:7.2f}"
-              f"{s['ratio']:8.3f}{s['paired_ratio']:8.3f}")
+    print_ratio_table(f1)
     print(f"  goal: stub ratio <= 1.03 -> {ok[r['goals']['stub_ratio_le_1.03']]} "
           f"(stub - vendored = {f1['stub']['median'] - f1['vendored']['median']:+.2f} ms)\n")
     print("2. stub in process, fresh interpreters (ms)")
@@ -268,10 +254,7 @@ def report(r: dict, elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=200, help="runs per variant (default 200)")
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    ap = parser(__doc__, runs=200)
     args = ap.parse_args(argv)
     if args.runs < 4:
         ap.error("--runs must be at least 4")

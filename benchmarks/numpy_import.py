@@ -16,14 +16,12 @@ Run: .venv/bin/python benchmarks/numpy_import.py [--runs N] [--json]. See benchm
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from _bench import ROOT, run, sh, stats, wall
+from _bench import ROOT, interleaved, parser, print_ratio_table, ratio_table, run, sh, wall
 
 from dllreg.libwheel import plan_library, write_library_wheel
 from dllreg.recipe_build import check_abi, fetch_source, recipe_source
@@ -118,16 +116,7 @@ def measure(runs: int, s: dict[str, Any], env: dict[str, str]) -> dict[str, Any]
     for _ in range(3):  # warm the page cache
         for cmd in cmds.values():
             wall(cmd, env, cwd)
-    walls: dict[str, list[int]] = {v: [] for v in VARIANTS}
-    for i in range(runs):
-        k = i % len(VARIANTS)
-        for v in VARIANTS[k:] + VARIANTS[:k]:
-            walls[v].append(wall(cmds[v], env, cwd))
-    fig = {v: stats(walls[v], 1e6) for v in VARIANTS}
-    for v in VARIANTS:
-        fig[v]["ratio"] = round(fig[v]["median"] / fig["vendored"]["median"], 4)
-        fig[v]["paired_ratio"] = round(statistics.median(
-            a / b for a, b in zip(walls[v], walls["vendored"])), 4)
+    fig = ratio_table(interleaved({v: cmds[v] for v in VARIANTS}, runs, env, cwd), "vendored")
     diff = round(fig["dllreg"]["median"] - fig["vendored"]["median"], 3)
     return {"runs": runs, "python": sys.version.split()[0],
             "env": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
@@ -151,20 +140,14 @@ def report(r: dict[str, Any], elapsed: float) -> None:
           " does not need: their loading is part of what is compared)\n")
     print("whole process: python -c 'import numpy'   (ms; ratio = median / vendored median;")
     print("paired = median over rounds of X / vendored in the same round)")
-    print(f"  {'variant':<16}{'median':>8}{'q1':>8}{'q3':>8}{'IQR':>7}{'ratio':>8}{'paired':>8}")
-    for v, s in f.items():
-        print(f"  {v:<16}{s['median']:8.2f}{s['q1']:8.2f}{s['q3']:8.2f}{s['iqr']:7.2f}"
-              f"{s['ratio']:8.3f}{s['paired_ratio']:8.3f}")
+    print_ratio_table(f)
     print(f"  dllreg - vendored = {r['dllreg_minus_vendored_ms']:+.2f} ms;  goal: dllreg ratio <= 1.03 -> "
           f"{ok[r['goals']['dllreg_ratio_le_1.03']]}\n")
     print(f"total runtime {elapsed:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=100, help="runs per variant (default 100)")
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    ap = parser(__doc__, runs=100)
     args = ap.parse_args(argv)
     if args.runs < 4:
         ap.error("--runs must be at least 4")

@@ -14,7 +14,6 @@ Run: .venv/bin/python benchmarks/scale.py [--runs N] [--list-runs N] [--json]. S
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -23,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 import packaging
-from _bench import run, sh, stats, wall
+from _bench import parser, run, sh, stats, wall
 
 import dllreg
 from dllreg.consumer import insert_stub_import
@@ -226,12 +225,9 @@ def report(r: dict, elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=150, help="stub runs per environment (default 150)")
+    ap = parser(__doc__, runs=150, runs_help="stub runs per environment")
     ap.add_argument("--list-runs", type=int, default=40,
                     help="wall-time runs per command (default 40)")
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
     args = ap.parse_args(argv)
     if args.runs < 4 or args.list_runs < 4:
         ap.error("--runs and --list-runs must be at least 4")

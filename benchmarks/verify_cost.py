@@ -14,14 +14,13 @@ Run: .venv/bin/python benchmarks/verify_cost.py [--runs N] [--json]. See benchma
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from _bench import install_wheels, library, run, sh, stats
+from _bench import install_wheels, library, parser, run, sh, stats
 
 from dllreg.consumer import insert_stub_import
 from dllreg.names import NativeRequirement
@@ -112,11 +111,8 @@ def report(r: dict[str, Any], elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=100, help="runs per variant (default 100)")
+    ap = parser(__doc__, runs=100)
     ap.add_argument("--quick", action="store_true", help="40 runs per variant")
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
     args = ap.parse_args(argv)
     runs = 40 if args.quick else args.runs
     if runs < 4:

@@ -6,33 +6,48 @@ LD_LIBRARY_PATH, the current directory or other packages' DLL directories.
 """
 
 import _imp
-import _thread
 import os
 import sys
 
+# Everything above the cold section is unmarshalled and run in every import of a consumer:
+# on a small package each kilobyte of it costs more than the dlopen (benchmarks/README.md).
 _STATE = "_dllreg_state"  # a module of our own in sys.modules: the process-wide record
-_REGISTRY = "dllreg.libs"
-_DEBUG = bool(os.environ.get("DLLREG_DEBUG"))
-_VERIFY = os.environ.get("DLLREG_VERIFY") == "1"  # opt-in: sha256 of each file before loading
 # Windows: LOAD_LIBRARY_SEARCH_DEFAULT_DIRS | LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR, as CPython
 # loads extension modules; PATH and the current directory are never searched.
 _WIN_FLAGS = 0x00001000 | 0x00000100
-# What the fast path leaves to the cold path: tracing, verifying, another provider order.
-_FAST = not (_DEBUG or _VERIFY or os.environ.get("DLLREG_PREFER"))
-# The generated stub sets this to the source of the cold section at the end of this file
-# (the full search, errors, tracing, verification), compiled into the module on first need:
-# a successful import never pays for unmarshalling it. dllreg's own copy has it as code.
+_SEPS = "\\/" if os.name == "nt" else "/"  # the separators a sys.path entry may end with
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."  # PEP 508
+# The generated stub sets this to the zlib-compressed source of the cold section at the end
+# of this file (the full search, errors, tracing, verification), compiled into the module on
+# first need: a successful import only reads its few compressed kilobytes from the .pyc.
+# dllreg's own copy has it as code.
 _COLD = None
 
 
 def _warm():
     if _COLD is not None and "_require" not in globals():
-        exec(compile(_COLD, __file__, "exec"), globals())
+        import zlib
+
+        exec(compile(zlib.decompress(_COLD), __file__, "exec"), globals())
+
+
+def __getattr__(name):  # PEP 562: cold helpers cost nothing until someone asks for them
+    if name in ("LibraryImportError", "loaded"):
+        _warm()
+        return _error_class() if name == "LibraryImportError" else globals()[name]
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+def path(name):
+    """Absolute path of the loaded library ``name`` (its last, principal file)."""
+    return _state().loaded[name]["paths"][-1]
 
 
 def _state():
     st = sys.modules.get(_STATE)
     if st is None:
+        import _thread
+
         st = type(sys)(_STATE)
         st.__doc__ = "Native libraries preloaded by dllreg stubs in this process."
         st.format = 1
@@ -48,172 +63,85 @@ def _state():
     return st
 
 
-def __getattr__(name):  # PEP 562: `_dlls.LibraryImportError` without paying for it at import
-    if name == "LibraryImportError":
-        _warm()
-        return _error_class()
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
-
-
 def _search_dirs(own_site):
     # The consumer's own site directory first, then absolute sys.path entries in order (the
     # user site and the base environment are among them). Relative entries ('' is the
     # current directory) are skipped: loading from there is planting.
-    dirs = [own_site] if own_site and os.path.isabs(own_site) else []
-    for entry in sys.path:
-        if isinstance(entry, str) and entry != own_site and os.path.isabs(entry):
+    isabs = os.path.isabs if os.name == "nt" else None
+    dirs = []
+    for entry in (own_site, *sys.path):
+        if isinstance(entry, str) and (isabs(entry) if isabs else entry[:1] == "/") and (
+                entry != own_site or not dirs):
             dirs.append(entry)
     return dirs
 
 
-def _fast(st, user, name, spec, own_site, chain):
-    # The common case, decided without the cold path: the first copy in search order (default
-    # provider order) satisfies the requirement and loads. Anything else returns False, and
-    # _require decides from scratch (raising the errors); what this already loaded stays.
-    rec = st.loaded.get(name)
-    if rec is not None:
-        if not _satisfies(spec, rec["version"]):
-            return False
-        rec["users"].setdefault(user, spec)
-        return True
-    if name in chain:
-        return False
-    for site in _search_dirs(own_site):
-        for suffix in (".conda", ".system", ""):
-            lib_dir = os.path.join(site, _REGISTRY, name + suffix)
-            try:
-                version, libs, reqs, dll_dirs = _read_manifest(os.path.join(lib_dir, "MANIFEST"))
-            except FileNotFoundError:
-                continue
-            except Exception:
-                return False
-            if dll_dirs or not _satisfies(spec, version):
-                return False
-            try:
-                paths = [_lib_path(lib_dir, entry[0], suffix) for entry in libs]
-            except ValueError:
-                return False
-            for dep_name, dep_spec in reqs:
-                if not _fast(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
-                             (*chain, name)):
-                    return False
-            keys = [entry[1].lower() if st.windows else entry[1] for entry in libs]
-            for key, path in zip(keys, paths):
-                if st.names.get(key, path) != path:  # a second copy of one name: never
-                    return False
-            try:
-                handles = [_open(st, path) for path in paths]
-            except OSError:
-                return False
-            st.loaded[name] = {"version": version, "dir": lib_dir, "paths": paths,
-                               "handles": handles, "users": {user: spec}, "dll_dirs": []}
-            st.names.update(zip(keys, paths))
-            return True
-    return False
-
-
-def _lib_path(lib_dir, rel, provider):
-    # The manifest's paths, checked as manifest.py checks them, so a manifest cannot point the
-    # loader outside the registry: an external provider's files are absolute and normalized
+def _manifest(lib_dir, provider):
+    # <lib_dir>/MANIFEST -> (version, [[path, runtime name, sha256, needed...]], absolute
+    # paths of those, [(name, specifier)], [DLL directory]).
+    # OSError (FileNotFoundError: no such copy) or ValueError when it cannot be trusted: the
+    # paths are checked as manifest.py checks them, so a manifest cannot point the loader
+    # outside the registry: an external provider's files are absolute and normalized
     # (docs/providers.md), a wheel's or a vendored copy's relative without '.' or '..'.
-    parts = rel.split("/")
-    if provider:
-        drive = len(rel) > 2 and rel[0].isalpha() and rel[1:3] == ":/"
-        if (drive or rel[:1] == "/") and "\\" not in rel and not any(
-                p in ("", ".", "..") for p in parts[1:]):
-            return rel.replace("/", os.sep)
-        raise ValueError("Library path %r is not absolute and normalized" % rel)
-    if "\\" in rel or ":" in parts[0] or any(p in ("", ".", "..") for p in parts):
-        raise ValueError("path %r is not relative, '/'-separated and without '..'" % rel)
-    return os.path.join(lib_dir, *parts)
-
-
-def _read_manifest(path):
-    with open(path, "rb") as f:  # binary + decode: no TextIOWrapper to build
+    # (No comprehensions up here: each is one more function to build at every import.)
+    with open(lib_dir + os.sep + "MANIFEST", "rb") as f:  # binary: no TextIOWrapper to build
         text = f.read().decode("utf-8")
-    version, libs, reqs, dll_dirs = None, [], [], []
+    version, libs, reqs, dll_dirs, paths = None, [], [], [], []
     for line in text.split("\n"):  # only \n ends a line, as in manifest.py
         key, _, value = line.rstrip("\r").partition(": ")
         if key == "Version":
             version = value
-        elif key == "Library":  # PATH, runtime name, sha256, needed
-            fields = value.split("\t")
-            libs.append((fields[0], fields[1], fields[2],
-                         fields[3].split(",") if len(fields) > 3 else []))
-        elif key == "Requires":
-            reqs.append(_split_req(value.partition(";")[0]))
+        elif key == "Library":  # path, runtime name, sha256[, needed]
+            libs.append(value.split("\t"))
+            paths.append(libs[-1][0] if len(libs[-1]) > 2 else "")  # "": refused below
+        elif key == "Requires":  # "name>=1; marker": the marker is not evaluated here
+            value = value.partition(";")[0].strip()
+            spec = value.lstrip(_NAME_CHARS)
+            reqs.append((value[:len(value) - len(spec)].lower().replace("_", "-").replace(
+                ".", "-"), spec.strip()))
         elif key == "Dll-Directory":
             dll_dirs.append(value)
-    if not version or not libs:
-        raise ValueError("no Version or Library entry")
-    return version, libs, reqs, dll_dirs
+    if not (version and libs):
+        raise ValueError("no Version or no Library entry")
+    paths += dll_dirs
+    for n, rel in enumerate(paths):
+        external = provider if n < len(libs) else ""  # DLL directories are the copy's own
+        root = (3 if rel[1:3] == ":/" and rel[:1].isalpha() else rel[:1] == "/") if external else 0
+        inner = "/" + rel[root:] + "/"
+        if "\\" in rel or "//" in inner or "/./" in inner or "/../" in inner or (
+                not root if external else ":" in rel.partition("/")[0]):
+            raise ValueError("Library or Dll-Directory path %r is not %s (or a Library entry"
+                             " lacks its fields)" % (rel, "absolute and normalized" if external
+                                                     else "relative and without '..'"))
+        rel = rel.replace("/", os.sep)
+        paths[n] = rel if external else lib_dir + os.sep + rel
+    return version, libs, paths[:len(libs)], reqs, paths[len(libs):]
 
 
-def _split_req(text):
-    text = text.strip()
-    i = 0
-    while i < len(text) and (text[i].isalnum() or text[i] in "-_."):
-        i += 1
-    return text[:i].lower().replace("_", "-").replace(".", "-"), text[i:].strip()
-
-
-_FAST_OPS = ("==", "!=", "<=", ">=", "~=", "<", ">")
-
-
-def _release(text):
-    # "1.2.3" -> (1, 2, 3); None unless text is a plain PEP 440 release (ASCII digits, dots)
-    parts = text.split(".")
-    for p in parts:
-        if not (p.isdigit() and p.isascii()):
+def _quick(spec, version):
+    # A plain release against clauses ==, !=, <=, >=, < or > of plain releases (what dllreg
+    # writes for nearly every library): True or False. None for anything else (pre, post,
+    # dev, local, epochs, ~=, wildcards, spaces, components over 20 digits), which the full
+    # matcher decides. Components compare as zero-filled strings: a process's first int(str)
+    # costs ~30 us, as much as the rest of this check.
+    v = None
+    for text in (version, *spec.split(",")) if spec else (version,):
+        op = text.rstrip("0123456789.")
+        t = text[len(op):].split(".")
+        if "" in t or (op not in ("==", "!=", "<=", ">=", "<", ">") if v else op):
             return None
-    return tuple(map(int, parts))
-
-
-def _pad(t, n):
-    return t + (0,) * (n - len(t)) if len(t) < n else t
-
-
-def _satisfies(spec, version):
-    # Plain releases against plain-release clauses (nearly every library) are decided here;
-    # anything else (pre/post/dev/local, epochs, ===, 'v' prefixes) goes to the full matcher.
-    if not spec:
-        return True
-    v = _release(version.strip())
-    for clause in spec.split(",") if v is not None else ():
-        clause = clause.strip()
-        op = clause[:2] if clause[:2] in _FAST_OPS else clause[:1]
-        target = clause[len(op):].strip()
-        wild = target[-2:] == ".*"
-        t = _release(target[:-2] if wild else target)
-        if op not in _FAST_OPS or t is None or (wild and op not in ("==", "!=")) or (
-                op == "~=" and len(t) < 2):
-            _warm()
-            return spec_contains(spec, version)
-        if wild or op == "~=":
-            prefix = t if wild else t[:-1]
-            ok = _pad(v, len(prefix))[:len(prefix)] == prefix
-            ok = (ok != (op == "!=")) and (op != "~=" or _pad(v, len(t)) >= _pad(t, len(v)))
-        else:
-            n = max(len(v), len(t))
-            a, b = _pad(v, n), _pad(t, n)
-            if op == ">=":  # by far the most common
-                ok = a >= b
-            elif op == "==":
-                ok = a == b
-            elif op == "<":
-                ok = a < b
-            elif op == "<=":
-                ok = a <= b
-            elif op == ">":
-                ok = a > b
-            else:
-                ok = a != b
-        if not ok:
+        for i, part in enumerate(t):
+            if len(part) > 20:
+                return None
+            t[i] = part.zfill(20)
+        while len(t) > 1 and t[-1] == "0" * 20:  # 1.0 == 1, as PEP 440 pads with zeros
+            t.pop()
+        if v is None:
+            v = t
+        elif not (v >= t if op == ">=" else v < t if op == "<" else v == t if op == "=="
+                  else v != t if op == "!=" else v <= t if op == "<=" else v > t):
             return False
-    if v is not None:
-        return True
-    _warm()
-    return spec_contains(spec, version)
+    return True
 
 
 # On Linux CPython, dlopen through the extension loader: it calls dlopen(path,
@@ -239,28 +167,67 @@ def _open(st, path):
     return _ctypes.dlopen(path, os.RTLD_LOCAL)  # RTLD_LOCAL: macOS dyld defaults to global
 
 
+def _fast(st, user, name, spec, own_site, chain):
+    # The common case, decided without the cold path: the first copy in search order (default
+    # provider order) satisfies the requirement and loads. Anything else returns False, and
+    # _require decides from scratch (raising the errors); what this already loaded stays.
+    rec = st.loaded.get(name)
+    if rec is not None:
+        if _quick(spec, rec["version"]) is not True:
+            return False
+        rec["users"].setdefault(user, spec)
+        return True
+    if name in chain:
+        return False
+    for site in _search_dirs(own_site):
+        base = site.rstrip(_SEPS) + os.sep + "dllreg.libs" + os.sep + name
+        for suffix in (".conda", ".system", ""):
+            lib_dir = base + suffix
+            if not os.access(lib_dir, os.F_OK):  # no exception to build for a missing copy
+                continue
+            try:
+                version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, suffix)
+            except FileNotFoundError:
+                continue
+            except Exception:
+                return False
+            if dll_dirs or _quick(spec, version) is not True:
+                return False
+            for dep_name, dep_spec in reqs:
+                if not _fast(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
+                             (*chain, name)):
+                    return False
+            keys, handles = [], []
+            for fields, path in zip(libs, paths):
+                keys.append(fields[1].lower() if st.windows else fields[1])
+                if st.names.get(keys[-1], path) != path:  # a second copy of one name: never
+                    return False
+            try:
+                for path in paths:
+                    handles.append(_open(st, path))
+            except OSError:
+                return False
+            st.loaded[name] = {"version": version, "dir": lib_dir, "paths": paths,
+                               "handles": handles, "users": {user: spec}, "dll_dirs": []}
+            st.names.update(zip(keys, paths))
+            return True
+    return False
+
+
 def _load_all(package, stub_file, depth, requires):
     st = _state()
-    own_site = stub_file = os.path.abspath(stub_file)
-    for _ in range(depth + 2):  # <site>/<pkg>/.../_dlls.py
-        own_site = os.path.dirname(own_site)
+    if not os.path.isabs(stub_file):
+        stub_file = os.path.abspath(stub_file)
+    own_site = stub_file.rsplit(os.sep, depth + 2)[0]  # <site>/<pkg>/.../_dlls.py
+    # What the fast path leaves to the cold path: tracing, verifying, another provider order.
+    fast = not (os.environ.get("DLLREG_DEBUG") or os.environ.get("DLLREG_VERIFY") == "1"
+                or os.environ.get("DLLREG_PREFER"))
     with st.lock:
         for name, spec in requires:
-            if not (_FAST and _fast(st, package, name, spec, own_site, ())):
+            if not (fast and _fast(st, package, name, spec, own_site, ())):
                 _warm()  # <package>/dllreg.libs: what `dllreg vendor` adds
                 _require(st, package, name, spec, own_site, [], os.path.dirname(stub_file))
     return st
-
-
-def path(name):
-    """Absolute path of the loaded library ``name`` (its last, principal file)."""
-    return _state().loaded[name]["paths"][-1]
-
-
-def loaded():
-    """A copy of the process-wide record: name -> (version, paths, users)."""
-    return {n: (r["version"], tuple(r["paths"]), dict(r["users"]))
-            for n, r in _state().loaded.items()}
 
 
 # dllreg-stub: cold begin
@@ -270,6 +237,21 @@ def loaded():
 # generated stub these imports become lazily compiled copies of the modules' source.
 from ._errors import describe_failure  # dllreg-stub: lazy
 from ._vmatch import spec_contains  # dllreg-stub: lazy
+
+_DEBUG = bool(os.environ.get("DLLREG_DEBUG"))
+_VERIFY = os.environ.get("DLLREG_VERIFY") == "1"  # opt-in: sha256 of each file before loading
+
+
+def loaded():
+    """A copy of the process-wide record: name -> (version, paths, users)."""
+    return {n: (r["version"], tuple(r["paths"]), dict(r["users"]))
+            for n, r in _state().loaded.items()}
+
+
+def _satisfies(spec, version):
+    decided = _quick(spec, version)
+    return spec_contains(spec, version) if decided is None else decided
+
 
 def _error_class():
     st = _state()
@@ -348,16 +330,16 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
         raise _fail(user, "cycle", name=name, spec=spec, chain=[*chain, name])
     seen = []
     for site, provider, is_vendored in _candidates(st, own_site, vendored):
-        lib_dir = os.path.join(site, _REGISTRY, name + provider)
-        manifest = os.path.join(lib_dir, "MANIFEST")
+        lib_dir = site.rstrip(_SEPS) + os.sep + "dllreg.libs" + os.sep + name + provider
+        manifest = lib_dir + os.sep + "MANIFEST"
         try:
-            version, libs, reqs, dll_dirs = _read_manifest(manifest)
+            version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, provider)
         except FileNotFoundError:
             if _DEBUG:
                 _say("%s: no %s%s in %s" % (
                     user, name, provider and " registered by " + provider[1:], site))
             continue
-        except (OSError, ValueError, UnicodeError, IndexError) as exc:
+        except (OSError, ValueError, UnicodeError) as exc:
             raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
                         error=exc) from None
         if _DEBUG:
@@ -366,12 +348,6 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
         if not _satisfies(spec, version):
             seen.append((version, lib_dir))
             continue
-        try:
-            paths = [_lib_path(lib_dir, entry[0], provider) for entry in libs]
-            dll_dirs = [_lib_path(lib_dir, d, "") for d in dll_dirs]
-        except ValueError as exc:
-            raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
-                        error=exc) from None
         for dep_name, dep_spec in reqs:
             _require(st, "%s (library %s)" % (user, name), dep_name, dep_spec, site,
                      [*chain, name], vendored)
@@ -381,7 +357,8 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
             add = st.add_dll_directory or os.add_dll_directory
             for directory in dll_dirs:
                 rec["dll_dirs"].append((directory, add(directory)))
-        for path, (_, runtime_name, sha256, needed) in zip(paths, libs):
+        for path, (_, runtime_name, sha256, *needed) in zip(paths, libs):
+            needed = needed[0].split(",") if needed else []
             if _VERIFY and _sha256(path) != sha256:
                 raise _fail(user, "integrity", name=name, spec=spec, path=path)
             key = runtime_name.lower() if st.windows else runtime_name

@@ -63,15 +63,18 @@ def parser(doc: str | None, runs: int | None = None,
     return ap
 
 
-def interleaved(cmds: dict[str, list[str]], runs: int, env: dict[str, str],
-                cwd: Path) -> dict[str, list[int]]:
-    """Wall times (ns) of each command, ``runs`` rounds in rotated order: each leads in turn."""
-    names = list(cmds)
+def interleaved(cmds: dict[str, list[str]] | Callable[[int], dict[str, list[str]]], runs: int,
+                env: dict[str, str], cwd: Path) -> dict[str, list[int]]:
+    """Wall times (ns) of each command, ``runs`` rounds in rotated order: each leads in turn.
+    ``cmds`` may be a function of the round number (the same commands for every variant in a
+    round, e.g. each round at another point of the garbage collector's cycle)."""
+    names = list(cmds(0) if callable(cmds) else cmds)
     walls: dict[str, list[int]] = {v: [] for v in names}
     for i in range(runs):
         k = i % len(names)
+        now = cmds(i) if callable(cmds) else cmds
         for v in names[k:] + names[:k]:
-            walls[v].append(wall(cmds[v], env, cwd))
+            walls[v].append(wall(now[v], env, cwd))
     return walls
 
 

@@ -3,6 +3,8 @@
 Builds everything in a temp dir (gcc, a throwaway venv, dllreg's own code paths, no network):
   libbench.so.1        C library, packaged by dllreg.libwheel, installed with ``installer``
   benchstub            extension linked -l:libbench.so.1, no rpath; __init__ imports _dlls
+  benchfloor           the design floor: as benchstub, but its _dlls only dlopens the library's
+                       known absolute path through _imp (what any preloading stub must cost)
   benchvend (baseline) own copy of libbench.so.1 next to the extension, RUNPATH $ORIGIN
   benchtorch           "torch style": __init__ globs sys.path for benchtorch.libs/libbench*.so*
                        and ctypes.CDLL()s it before importing the extension (no rpath)
@@ -72,9 +74,38 @@ _delvewheel_patch()
 del _delvewheel_patch
 from . import _ext  # noqa: E402
 '''
-VARIANTS = ("stub", "vendored", "delvewheel-style", "torch-style", "python -c pass")
-MODULES = {"stub": "benchstub", "vendored": "benchvend", "delvewheel-style": "benchdelve",
-           "torch-style": "benchtorch"}
+FLOOR_STUB = '''"""Design floor: import a module and dlopen a known path, nothing else."""
+import _imp
+import sys
+
+try:
+    _imp.create_dynamic(type(sys.implementation)(name="_floor", origin={lib!r}))
+except ImportError:
+    pass
+'''
+VARIANTS = ("stub", "vendored", "floor", "delvewheel-style", "torch-style", "python -c pass")
+MODULES = {"stub": "benchstub", "vendored": "benchvend", "floor": "benchfloor",
+           "delvewheel-style": "benchdelve", "torch-style": "benchtorch"}
+GC_VARIANTS = ("stub", "vendored", "floor")
+# Figure 1b: `python -c` leaves the same number of objects in the collector's generation 0 at
+# every start, so whether an import pays a whole gen-0 collection is decided by that one
+# phase, not by the import. Each round first allocates K lists (K stratified over the gen-0
+# threshold, the same K for every variant of the round): the import then starts at every
+# point of the cycle and pays its share of collections, as inside a real program.
+GC_PREFIX = "_ = [[] for _ in range({k})]\n"
+# Figure 5: gen-0 collections during `import X` at the fixed phase, and the GC-tracked objects
+# the import leaves (collector disabled, so none is freed by a collection).
+DRIVER_GC = """import gc
+counts = gc.get_count(); runs = []
+gc.callbacks.append(lambda phase, info: phase == "start" and runs.append(info["generation"]))
+import {mod}
+print(counts[0], gc.get_threshold()[0], len(runs))
+"""
+DRIVER_TRACKED = """import gc
+gc.disable(); before = gc.get_count()[0]
+import {mod}
+print(gc.get_count()[0] - before)
+"""
 # Figure 2 drivers, each run in a fresh interpreter. (a) imports the stub of benchstub, then
 # that of benchstub2 (library already loaded), with the parent packages faked so that neither
 # __init__ nor the extension runs. The package directories' finders are warmed first (timed
@@ -168,8 +199,13 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]
     delve_ext = build_ext(site / "benchdelve", info, [
         f"-L{site / 'benchdelve.libs'}", "-l:libbench.so.1", "-Wl,-rpath,$ORIGIN/../benchdelve.libs"])
     (site / "benchdelve" / "__init__.py").write_text(DELVE_INIT)
+    # E: the design floor (see FLOOR_STUB).
+    (site / "benchfloor").mkdir()
+    (site / "benchfloor" / "_dlls.py").write_text(FLOOR_STUB.format(lib=str(lib)))
+    (site / "benchfloor" / "__init__.py").write_text("from . import _dlls\nfrom . import _ext\n")
+    floor_ext = build_ext(site / "benchfloor", info, [f"-L{lib.parent}", "-l:libbench.so.1"])
     for ext, want in ((stub_ext, ()), (vend_ext, ("$ORIGIN",)), (torch_ext, ()),
-                      (delve_ext, ("$ORIGIN/../benchdelve.libs",))):
+                      (delve_ext, ("$ORIGIN/../benchdelve.libs",)), (floor_ext, ())):
         elf = read_elf_file(ext)
         assert elf.rpath + elf.runpath == want and "libbench.so.1" in elf.needed, (ext, elf)
     sh(py, "-m", "compileall", "-q", site, env=env)
@@ -191,6 +227,17 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
     for cmd in cmds.values():  # warm the page cache and __pycache__
         wall(cmd, env, cwd)
     walls = interleaved(cmds, runs, env, cwd)
+    # Figure 1b: the same across the garbage collector's cycle (GC_PREFIX).
+    gc_facts = {v: [int(x) for d in (DRIVER_GC, DRIVER_TRACKED)
+                    for x in sh(py, "-c", d.format(mod=MODULES[v]), env=env, cwd=cwd).split()]
+                for v in GC_VARIANTS}
+    threshold = gc_facts["stub"][1]
+
+    def at_phase(i: int) -> dict[str, list[str]]:
+        prefix = GC_PREFIX.format(k=i * threshold // runs)
+        return {v: [str(py), "-c", prefix + f"import {MODULES[v]}"] for v in GC_VARIANTS}
+
+    gc_walls = interleaved(at_phase, runs, env, cwd)
     # Figure 2: stub import vs bare _ctypes.dlopen, in fresh processes, interleaved.
     drivers = {"a": DRIVER_A.format(site=str(site)), "b": DRIVER_B.format(lib=str(files["lib"]))}
     names = {"a": ("stub", "stub2", "finder"), "b": ("ctypes", "dlopen")}
@@ -206,6 +253,7 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
 
     ms = 1e6
     fig1 = ratio_table(walls, "vendored")
+    fig1b = ratio_table(gc_walls, "vendored")
     fig2 = {k: stats(v, ms) for k, v in parts.items()}
     stub_cost = round(fig2["stub"]["median"] - fig2["dlopen"]["median"], 4)
     fig3 = stats(execs, 1e3)
@@ -213,10 +261,13 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
         "runs": runs, "python": sys.version.split()[0], "env": {"OPENBLAS_NUM_THREADS": "1",
                                                                 "OMP_NUM_THREADS": "1"},
         "whole_process_ms": fig1,
+        "whole_process_gc_cycle_ms": fig1b,
+        "gc": {v: dict(zip(("gen0_count_before", "gen0_threshold", "collections_during_import",
+                            "tracked_objects_left"), f)) for v, f in gc_facts.items()},
         "stub_in_process_ms": {**fig2, "stub_minus_dlopen": stub_cost},
         "already_loaded_exec_us": fig3,
         "goals": {
-            "stub_ratio_le_1.03": fig1["stub"]["ratio"] <= 1.03,
+            "stub_ratio_le_1.03": fig1b["stub"]["ratio"] <= 1.03,
             "stub_cost_le_0.5ms": stub_cost <= 0.5,
             "already_loaded_le_20us": fig3["median"] <= 20.0,
         },
@@ -225,14 +276,21 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
 
 def report(r: dict, elapsed: float) -> None:
     f1, f2, f3 = r["whole_process_ms"], r["stub_in_process_ms"], r["already_loaded_exec_us"]
+    f1b, gc = r["whole_process_gc_cycle_ms"], r["gc"]
     ok = {True: "OK", False: "MISSED"}
     print(f"dllreg import overhead  (Python {r['python']}, {r['runs']} interleaved runs each, "
           "OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1)\n")
     print("1/4. whole process: python -c 'import X'   (ms; ratio = median / vendored median;")
     print("     paired = median over rounds of X / vendored in the same round)")
     print_ratio_table(f1)
+    print(f"  at this fixed GC phase: stub - vendored = "
+          f"{f1['stub']['median'] - f1['vendored']['median']:+.2f} ms (see 5)\n")
+    print("1b. whole process across the GC cycle: each round first allocates K lists, K from 0 to")
+    print(f"    the gen-0 threshold ({gc['stub']['gen0_threshold']}), the same K for every variant")
+    print_ratio_table(f1b)
     print(f"  goal: stub ratio <= 1.03 -> {ok[r['goals']['stub_ratio_le_1.03']]} "
-          f"(stub - vendored = {f1['stub']['median'] - f1['vendored']['median']:+.2f} ms)\n")
+          f"(stub - vendored = {f1b['stub']['median'] - f1b['vendored']['median']:+.2f} ms, "
+          f"floor - vendored = {f1b['floor']['median'] - f1b['vendored']['median']:+.2f} ms)\n")
     print("2. stub in process, fresh interpreters (ms)")
     rows = (("a: import benchstub._dlls (incl. dlopen)", "stub"),
             ("b: import _ctypes", "ctypes"),
@@ -250,6 +308,12 @@ def report(r: dict, elapsed: float) -> None:
     print(f"3. already loaded: exec of benchstub2's stub code, {f3['n']} times in one process (us)")
     print(f"  median {f3['median']:.1f}  q1 {f3['q1']:.1f}  q3 {f3['q3']:.1f}  "
           f"IQR {f3['iqr']:.1f}   goal <= 20 us -> {ok[r['goals']['already_loaded_le_20us']]}\n")
+    print("5. the garbage collector at python -c's fixed phase: gen-0 count before the import,")
+    print("   gen-0 collections during it, GC-tracked objects it allocates (collector off)")
+    for v, f in gc.items():
+        print(f"  {v:<10}{f['gen0_count_before']:>5} / {f['gen0_threshold']}"
+              f"{f['collections_during_import']:>4} collection(s){f['tracked_objects_left']:>6} objects")
+    print()
     print(f"total runtime {elapsed:.1f} s")
 
 

@@ -40,10 +40,15 @@ def _met(ok: bool) -> str:
 
 def _import_overhead(r: dict[str, Any]) -> list[Row]:
     w, s, g = r["whole_process_ms"], r["stub_in_process_ms"], r["goals"]
+    c = r["whole_process_gc_cycle_ms"]
     return [
-        ("whole-process import, stub / vendored",
-         f"{w['stub']['ratio']:.3f} (paired {w['stub']['paired_ratio']:.3f})", "<= 1.03",
+        ("whole-process import, stub / vendored, across the GC cycle",
+         f"{c['stub']['ratio']:.3f} (paired {c['stub']['paired_ratio']:.3f})", "<= 1.03",
          _met(g["stub_ratio_le_1.03"])),
+        ("the same at `python -c`'s fixed GC phase (one more gen-0 collection)",
+         f"{w['stub']['ratio']:.3f} (paired {w['stub']['paired_ratio']:.3f})", "-", "-"),
+        ("whole-process import, design floor / vendored",
+         f"{c['floor']['ratio']:.3f} (paired {c['floor']['paired_ratio']:.3f})", "-", "-"),
         ("whole-process import, delvewheel style / vendored",
          f"{w['delvewheel-style']['ratio']:.3f}", "-", "-"),
         ("whole-process import, torch style / vendored", f"{w['torch-style']['ratio']:.3f}", "-", "-"),

@@ -85,22 +85,30 @@ def _manifest(lib_dir, provider):
     # (docs/providers.md), a wheel's or a vendored copy's relative without '.' or '..'.
     # (No comprehensions up here: each is one more function to build at every import.)
     with open(lib_dir + os.sep + "MANIFEST", "rb") as f:  # binary: no TextIOWrapper to build
-        text = f.read().decode("utf-8")
+        text = "\n" + f.read().decode("utf-8")
     version, libs, reqs, dll_dirs, paths = None, [], [], [], []
-    for line in text.split("\n"):  # only \n ends a line, as in manifest.py
-        key, _, value = line.rstrip("\r").partition(": ")
-        if key == "Version":
-            version = value
-        elif key == "Library":  # path, runtime name, sha256[, needed]
-            libs.append(value.split("\t"))
-            paths.append(libs[-1][0] if len(libs[-1]) > 2 else "")  # "": refused below
-        elif key == "Requires":  # "name>=1; marker": the marker is not evaluated here
-            value = value.partition(";")[0].strip()
-            spec = value.lstrip(_NAME_CHARS)
-            reqs.append((value[:len(value) - len(spec)].lower().replace("_", "-").replace(
-                ".", "-"), spec.strip()))
-        elif key == "Dll-Directory":
-            dll_dirs.append(value)
+    # Only the lines the stub needs, found with str.find (cheaper than splitting them all).
+    # Only \n ends a line, and a \r before it is dropped, as in manifest.py.
+    for key in ("\nVersion: ", "\nLibrary: ", "\nRequires: ", "\nDll-Directory: "):
+        end = 0
+        while True:
+            start = text.find(key, end)
+            if start < 0:
+                break
+            end = text.find("\n", start + 1) % (len(text) + 1)  # -1: the last line
+            value = text[start + len(key):end].rstrip("\r")
+            if key[1] == "V":
+                version = value
+            elif key[1] == "L":  # path, runtime name, sha256[, needed]
+                libs.append(value.split("\t"))
+                paths.append(libs[-1][0] if len(libs[-1]) > 2 else "")  # "": refused below
+            elif key[1] == "R":  # "name>=1; marker": the marker is not evaluated here
+                value = value.partition(";")[0].strip()
+                spec = value.lstrip(_NAME_CHARS)
+                reqs.append((value[:len(value) - len(spec)].lower().replace("_", "-").replace(
+                    ".", "-"), spec.strip()))
+            else:
+                dll_dirs.append(value)
     if not (version and libs):
         raise ValueError("no Version or no Library entry")
     paths += dll_dirs
@@ -183,8 +191,8 @@ def _fast(st, user, name, spec, own_site, chain):
         base = site.rstrip(_SEPS) + os.sep + "dllreg.libs" + os.sep + name
         for suffix in (".conda", ".system", ""):
             lib_dir = base + suffix
-            if not os.access(lib_dir, os.F_OK):  # no exception to build for a missing copy
-                continue
+            if suffix and not os.access(lib_dir, os.F_OK):  # registrations are rare: no
+                continue  # exception to build for each missing one
             try:
                 version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, suffix)
             except FileNotFoundError:

@@ -224,7 +224,7 @@ def _fast(st, user, name, spec, own_site, chain):
 
 def _load_all(package, stub_file, depth, requires):
     st = _state()
-    if os.name == "nt" or not os.path.isabs(stub_file):  # Windows: also one kind of separator
+    if os.name == "nt" or stub_file[:1] != "/":  # Windows: also one kind of separator
         stub_file = os.path.abspath(stub_file)
     own_site = stub_file.rsplit(os.sep, depth + 2)[0]  # <site>/<pkg>/.../_dlls.py
     # What the fast path leaves to the cold path: tracing, verifying, another provider order.

@@ -24,18 +24,16 @@ _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.
 _COLD = None
 
 
-def _warm():
+def __getattr__(name):
+    # PEP 562, and the way into the cold section: compiled into this module when first needed,
+    # by the fast path handing over (_require) or by asking for LibraryImportError or loaded.
+    if name not in ("LibraryImportError", "loaded", "_require"):
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
     if _COLD is not None and "_require" not in globals():
         import zlib
 
         exec(compile(zlib.decompress(_COLD), __file__, "exec"), globals())
-
-
-def __getattr__(name):  # PEP 562: cold helpers cost nothing until someone asks for them
-    if name in ("LibraryImportError", "loaded"):
-        _warm()
-        return _error_class() if name == "LibraryImportError" else globals()[name]
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    return _error_class() if name == "LibraryImportError" else globals()[name]
 
 
 def path(name):
@@ -233,14 +231,14 @@ def _load_all(package, stub_file, depth, requires):
     with st.lock:
         for name, spec in requires:
             if not (fast and _fast(st, package, name, spec, own_site, ())):
-                _warm()  # <package>/dllreg.libs: what `dllreg vendor` adds
-                _require(st, package, name, spec, own_site, [], os.path.dirname(stub_file))
+                __getattr__("_require")(  # <package>/dllreg.libs: what `dllreg vendor` adds
+                    st, package, name, spec, own_site, [], os.path.dirname(stub_file))
     return st
 
 
 # dllreg-stub: cold begin
 # The cold section: in the generated stub, everything from here to the end marker is carried
-# as source (_COLD) and compiled by _warm() when the fast path hands over.
+# as source (_COLD) and compiled by __getattr__ when the fast path hands over.
 # Cold code (the full PEP 440 matcher, error messages) is compiled only when needed: in the
 # generated stub these imports become lazily compiled copies of the modules' source.
 from ._errors import describe_failure  # dllreg-stub: lazy

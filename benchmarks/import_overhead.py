@@ -318,7 +318,7 @@ def report(r: dict, elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, runs=200)
+    ap = parser(__doc__, runs=400)
     args = ap.parse_args(argv)
     if args.runs < 4:
         ap.error("--runs must be at least 4")

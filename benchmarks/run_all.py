@@ -43,12 +43,12 @@ def _import_overhead(r: dict[str, Any]) -> list[Row]:
     c = r["whole_process_gc_cycle_ms"]
     return [
         ("whole-process import, stub / vendored, across the GC cycle",
-         f"{c['stub']['ratio']:.3f} (paired {c['stub']['paired_ratio']:.3f})", "<= 1.03",
+         f"paired {c['stub']['paired_ratio']:.3f} (medians {c['stub']['ratio']:.3f})", "<= 1.03",
          _met(g["stub_ratio_le_1.03"])),
         ("the same at `python -c`'s fixed GC phase (one more gen-0 collection)",
-         f"{w['stub']['ratio']:.3f} (paired {w['stub']['paired_ratio']:.3f})", "-", "-"),
+         f"paired {w['stub']['paired_ratio']:.3f} (medians {w['stub']['ratio']:.3f})", "-", "-"),
         ("whole-process import, design floor / vendored",
-         f"{c['floor']['ratio']:.3f} (paired {c['floor']['paired_ratio']:.3f})", "-", "-"),
+         f"paired {c['floor']['paired_ratio']:.3f} (medians {c['floor']['ratio']:.3f})", "-", "-"),
         ("whole-process import, delvewheel style / vendored",
          f"{w['delvewheel-style']['ratio']:.3f}", "-", "-"),
         ("whole-process import, torch style / vendored", f"{w['torch-style']['ratio']:.3f}", "-", "-"),
@@ -62,14 +62,15 @@ def _import_overhead(r: dict[str, Any]) -> list[Row]:
 def _numpy_import(r: dict[str, Any]) -> list[Row]:
     d = r["whole_process_ms"]["dllreg"]
     return [("whole-process import numpy 2.4.6, devendored + stub / vendored",
-             f"{d['ratio']:.3f} (paired {d['paired_ratio']:.3f}, {r['dllreg_minus_vendored_ms']:+.1f} ms)",
+             f"paired {d['paired_ratio']:.3f} (medians {d['ratio']:.3f}, "
+             f"{r['dllreg_minus_vendored_ms']:+.1f} ms)",
              "<= 1.03", _met(r["goals"]["dllreg_ratio_le_1.03"]))]
 
 
 def _scale(r: dict[str, Any]) -> list[Row]:
     s, w, g = r["stub_in_process_ms"], r["whole_process_ms"], r["goals"]
     return [
-        ("stub with 1,000 libraries / with 1", f"{s['ratio']:.3f} (paired {s['paired_ratio']:.3f})",
+        ("stub with 1,000 libraries / with 1", f"paired {s['paired_ratio']:.3f} (medians {s['ratio']:.3f})",
          "<= 1.10", _met(g["stub_ratio_le_1.10"])),
         ("`dllreg list`, 1,000 libraries", f"{w['dllreg list']['median']:.0f} ms", "< 300 ms",
          _met(g["list_lt_300ms"])),

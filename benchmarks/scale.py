@@ -192,7 +192,7 @@ def measure(runs: int, list_runs: int, envs: dict[str, dict], env: dict[str, str
         "stub_in_process_ms": {**fig1, "ratio": ratio, "paired_ratio": paired,
                                "own_cost_ratio": own_ratio},
         "whole_process_ms": fig2,
-        "goals": {"stub_ratio_le_1.10": ratio <= 1.10,
+        "goals": {"stub_ratio_le_1.10": paired <= 1.10,
                   "list_lt_300ms": fig2["dllreg list"]["median"] < 300,
                   "list_json_lt_300ms": fig2["dllreg list --json"]["median"] < 300},
     }
@@ -212,7 +212,7 @@ def report(r: dict, elapsed: float) -> None:
         print(f"  {e:<22}{s['stub']['median']:8.3f}{s['stub']['q1']:8.3f}{s['stub']['q3']:8.3f}"
               f"{s['stub']['iqr']:7.3f}{s['dlopen']['median']:8.3f}{s['stub_minus_dlopen']:13.3f}")
     print(f"  ratio {N_LIBS}/1 = {f1['ratio']:.3f} (paired {f1['paired_ratio']:.3f}; stub-dlopen "
-          f"only {f1['own_cost_ratio']:.3f})   goal <= 1.10 -> {ok[r['goals']['stub_ratio_le_1.10']]}"
+          f"only {f1['own_cost_ratio']:.3f})   goal: paired <= 1.10 -> {ok[r['goals']['stub_ratio_le_1.10']]}"
           "\n")
     print(f"2. whole process wall time with {lay['libraries']} libraries / {lay['consumers']} "
           f"consumers, {r['list_runs']} interleaved runs (ms)")

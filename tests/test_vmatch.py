@@ -432,32 +432,51 @@ def test_hypothesis_pairs_agree_with_packaging(pair: tuple[str, str]) -> None:
 # --------------------------------------------------------------------------- the stub's fast path
 
 def test_runtime_fast_path_agrees_with_packaging() -> None:
-    """_runtime._satisfies decides plain releases itself and defers everything else to
-    spec_contains; both routes must agree with packaging (specs in stubs are always valid)."""
-    from dllreg._runtime import _satisfies
+    """_runtime._satisfies decides plain releases (local labels included) itself through
+    _quick and defers everything else to spec_contains; both routes must agree with
+    packaging (specs in stubs are always valid), and _quick must decide most plain cases."""
+    from dllreg._runtime import _quick, _satisfies
 
     rnd = random.Random(7)
     ops = ("==", "!=", "<=", ">=", "~=", "<", ">", "==", "!=")
+    labels = ("s1a2b", "S1A2B", "l.5", "l.05", "ab..c", "", "x-1")  # the last three: invalid
 
     def release() -> str:
         return ".".join(str(rnd.choice((0, 0, 1, 2, 10, 3))) for _ in range(rnd.randint(1, 4)))
 
-    checked = fast_true = 0
+    checked = fast_true = decided = decided_local = 0
     for _ in range(100_000):
+        label = rnd.choice(labels) if rnd.random() < 0.3 else None
         clauses = []
         for _ in range(rnd.randint(1, 3)):
             op = rnd.choice(ops)
             wild = op in ("==", "!=") and rnd.random() < 0.3
-            clauses.append(f"{op}{release()}{'.*' if wild else ''}")
+            if op in ("==", "!=") and not wild and label is not None and rnd.random() < 0.5:
+                own = rnd.choice((label, label.upper(), "s1a2b"))  # a label on the clause
+                clauses.append(f"{op}{release()}+{own}")
+            else:
+                clauses.append(f"{op}{release()}{'.*' if wild else ''}")
         spec = ",".join(clauses)
-        version = release() if rnd.random() < 0.9 else release() + rnd.choice(("rc1", ".post1", "+l"))
+        version = release() if rnd.random() < 0.9 else release() + rnd.choice(("rc1", ".post1"))
+        if label is not None:
+            version += "+" + label
         expected = reference(spec, version)
-        if expected == "invalid":  # e.g. ~=1 (needs two components)
+        if expected == "invalid":  # e.g. ~=1 (needs two components), or an invalid label
             continue
         assert _satisfies(spec, version) == expected, (spec, version)
+        quick = _quick(spec, version)
+        assert quick is None or quick == expected, (spec, version)
         checked += 1
         fast_true += expected is True
+        decided += quick is not None
+        decided_local += quick is not None and label is not None
     assert checked > 80_000 and fast_true > checked // 10, (checked, fast_true)
+    print("checked", checked, "decided by _quick", decided, "with a local label", decided_local)
+    assert decided > checked // 4 and decided_local > 5_000, (checked, decided, decided_local)
+    # What devendor writes: ==V+label against that very version, decided without the cold path.
+    assert _quick("==5.0.0+s71432cf9", "5.0.0+s71432cf9") is True
+    assert _quick("==5.0.0+s71432cf9", "5.0.0+s00000000") is None
+    assert _quick(">=5", "5.0.0+s71432cf9") is True and _quick(">5", "5.0.0+s1") is False
     ch = _Rand(random.Random(99))
     for _ in range(20_000):
         spec, version = gen_pair(ch)

@@ -125,16 +125,24 @@ def _manifest(lib_dir, provider):
 
 
 def _quick(spec, version):
-    # A plain release against clauses ==, !=, <=, >=, < or > of plain releases (what dllreg
-    # writes for nearly every library): True or False. None for anything else (pre, post,
-    # dev, local, epochs, ~=, wildcards, spaces, components over 20 digits), which the full
-    # matcher decides. Components compare as zero-filled strings: a process's first int(str)
-    # costs ~30 us, as much as the rest of this check.
+    # A plain release, with or without a local label, against clauses ==, !=, <=, >=, < or >
+    # of plain releases (what dllreg writes for nearly every library; devendored libraries
+    # are ==V+label): True or False. None for anything else (pre, post, dev, epochs, ~=,
+    # wildcards, spaces, components over 20 digits), which the full matcher decides.
+    # A clause without a label ignores the version's label (PEP 440), one with a label is
+    # decided here only when both labels are the same string. Components compare as
+    # zero-filled strings: a process's first int(str) costs ~30 us.
+    version, plus, local = version.partition("+")
+    if plus and not (local.replace(".", "").isalnum() and local.isascii()
+                     and ".." not in "." + local + "."):
+        return None
     v = None
     for text in (version, *spec.split(",")) if spec else (version,):
+        text, plus, label = text.partition("+")
         op = text.rstrip("0123456789.")
         t = text[len(op):].split(".")
-        if "" in t or (op not in ("==", "!=", "<=", ">=", "<", ">") if v else op):
+        if "" in t or (op not in ("==", "!=", "<=", ">=", "<", ">") if v else op) or (
+                plus and (op != "==" or label.lower() != local.lower())):
             return None
         for i, part in enumerate(t):
             if len(part) > 20:

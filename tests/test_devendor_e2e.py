@@ -187,17 +187,19 @@ def test_real_numpy_on_the_registry_openblas64(tmp_path: Path, capsys: pytest.Ca
 
 
 def _recipe_wheel(name: str, pattern: str, outdir: Path) -> Path:
-    from dllreg.libwheel import plan_library, write_library_wheel
-    from dllreg.recipe_build import check_abi, fetch_source, recipe_source
+    """The recipe's library wheel, made as devendor --fetch and install make it."""
+    from dllreg.libwheel import write_library_wheel
+    from dllreg.recipe_build import fetch_source, has_source, planned_library
     from dllreg.recipes import load_registry
 
     recipe = load_registry().require(name)
+    assert has_source(recipe, "manylinux_2_28_x86_64")
     cached = sorted(DOWNLOADS.glob(pattern))
     source = cached[-1] if cached else fetch_source(recipe, "manylinux_2_28_x86_64", DOWNLOADS)
-    files, version = recipe_source(recipe, source)
-    plan = plan_library(files, recipe.name, version)
-    check_abi(recipe, plan)
-    return write_library_wheel(plan, outdir)
+    plan, planned = planned_library(recipe, source, outdir)
+    written = write_library_wheel(plan, outdir)
+    assert Path(planned.path) == written and planned.manifest == plan.manifest
+    return written
 
 
 @pytest.mark.realwheels

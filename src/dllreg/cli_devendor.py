@@ -71,23 +71,18 @@ def _fetched(missing: tuple[tuple[str, str], ...], registry: Registry, outdir: P
              out: TextIO, quiet: bool) -> list[tuple[LibraryPlan, LibraryWheel]]:
     import tempfile
 
-    from .devendor_read import library_wheel_of_plan
-    from .libwheel import plan_library
-    from .recipe_build import check_abi, fetch_source, platform_family, recipe_source
+    from .recipe_build import fetch_source, has_source, planned_library
 
     plans = []
     with tempfile.TemporaryDirectory(prefix="dllreg-fetch-") as tmp:
         for name, platform in missing:
             recipe = registry.require(name)
-            if not any(s.family == platform_family(platform) for s in recipe.sources):
+            if not has_source(recipe, platform):
                 continue  # no PyPI source: packaged as-is
             if not quiet:
                 print(f"fetching the {name} recipe's source for {platform} with pip", file=out)
             wheel = fetch_source(recipe, platform.split(".")[-1], Path(tmp))
-            source, version = recipe_source(recipe, wheel)
-            lp = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires])
-            check_abi(recipe, lp)
-            plans.append((lp, library_wheel_of_plan(lp, outdir / lp.wheel_name)))
+            plans.append(planned_library(recipe, wheel, outdir))
     return plans
 
 

@@ -21,12 +21,12 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from .devendor import DevendorPlan, WheelPlan, plan_devendor
-from .devendor_read import LibraryWheel, library_wheel_of_plan, read_input_wheel, read_library_wheel
+from .devendor_read import LibraryWheel, read_input_wheel, read_library_wheel
 from .devendor_write import Outputs, build_outputs, write_outputs
 from .errors import DllregError
-from .libwheel import LibraryPlan, plan_library, write_library_wheel
+from .libwheel import LibraryPlan, write_library_wheel
 from .names import library_of_dist
-from .recipe_build import check_abi, platform_family, recipe_source
+from .recipe_build import has_source, planned_library, platform_family
 from .recipes import Registry
 
 #: Runs a pip command line, with ``isolated_env`` when the flag is set; returns its exit status
@@ -164,10 +164,9 @@ def fetch_library(target: Target, registry: Registry, name: str, platform: str, 
     """The recipe's library wheel built from its source, downloaded for the target like the
     packages (devendor --fetch does the same for one platform tag); None without a source."""
     recipe = registry.require(name)
-    family = platform_family(platform)
-    if not any(s.family == family for s in recipe.sources):
+    if not has_source(recipe, platform):
         return None  # nothing else provides it: packaged as-is
-    req = Requirement(recipe.source_for(family).requirement)
+    req = Requirement(recipe.source_for(platform_family(platform)).requirement)
     progress(f"fetching {req} for the {name} library with pip")
     folder = dest / name
     if run(target.download(folder, [str(req)], deps=False), False) != 0:
@@ -178,10 +177,7 @@ def fetch_library(target: Target, registry: Registry, name: str, platform: str, 
     if not got:
         raise InstallError(f"pip downloaded no wheel of {req.name} for the {name} library")
     wheel = max(got, key=lambda w: Version(str(parse_wheel_filename(w.name)[1])))
-    source, version = recipe_source(recipe, wheel)
-    lp = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires])
-    check_abi(recipe, lp)
-    return lp, library_wheel_of_plan(lp, dest / lp.wheel_name)
+    return planned_library(recipe, wheel, dest)
 
 
 def devendor(downloads: Sequence[Path], registry: Registry, library_dirs: Sequence[Path],

@@ -15,7 +15,8 @@ from packaging.tags import mac_platforms
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from .libwheel import LibraryPlan, Source, read_source
+from .devendor_read import LibraryWheel, library_wheel_of_plan
+from .libwheel import LibraryPlan, Source, plan_library, read_source
 from .recipes import Recipe, RecipeError
 
 
@@ -146,3 +147,18 @@ def check_abi(recipe: Recipe, plan: LibraryPlan) -> None:
     if problems:
         raise RecipeError(f"{recipe.path}: " + "; ".join(problems)
                           + f": this is not the {recipe.name} library the recipe describes")
+
+
+def has_source(recipe: Recipe, platform: str) -> bool:
+    """Whether the recipe names a source wheel (e.g. scipy-openblas32) for ``platform``."""
+    family = platform_family(platform)
+    return any(s.family == family for s in recipe.sources)
+
+
+def planned_library(recipe: Recipe, wheel: Path, outdir: Path) -> tuple[LibraryPlan, LibraryWheel]:
+    """The recipe's library made from its downloaded source ``wheel`` (ABI checked), and the
+    library wheel it will be once written to ``outdir``: devendor plans with it first."""
+    source, version = recipe_source(recipe, wheel)
+    plan = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires])
+    check_abi(recipe, plan)
+    return plan, library_wheel_of_plan(plan, outdir / plan.wheel_name)

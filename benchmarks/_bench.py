@@ -52,12 +52,24 @@ def stats(ns: Sequence[float], unit: float) -> dict[str, float]:
             "q3": round(q3 / unit, 4), "iqr": round((q3 - q1) / unit, 4), "n": len(ns)}
 
 
-def parser(doc: str | None, runs: int | None = None,
-           runs_help: str = "runs per variant") -> argparse.ArgumentParser:
-    """The options every benchmark takes: --json and --keep, and --runs when it repeats runs."""
+def at_least(n: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``n`` (medians and quartiles need a few runs)."""
+    def check(text: str) -> int:
+        value = int(text)
+        if value < n:
+            raise argparse.ArgumentTypeError(f"must be at least {n}, not {value}")
+        return value
+    return check
+
+
+def parser(doc: str | None, runs: int | None = None, runs_help: str = "runs per variant",
+           min_runs: int = 4) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --json and --keep, and --runs (at least ``min_runs``)
+    when it repeats runs."""
     ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     if runs is not None:
-        ap.add_argument("--runs", type=int, default=runs, help=f"{runs_help} (default {runs})")
+        ap.add_argument("--runs", type=at_least(min_runs), default=runs,
+                        help=f"{runs_help} (default {runs})")
     ap.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
     return ap

@@ -168,10 +168,8 @@ def report(r: dict[str, Any], elapsed: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, runs=3, runs_help="timed builds per variant")
+    ap = parser(__doc__, runs=3, runs_help="timed builds per variant", min_runs=1)
     args = ap.parse_args(argv)
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
     return run("dllreg-buildtime-", args.keep, args.json,
                lambda root, env: measure(root, args.runs, env), report)
 

@@ -149,8 +149,6 @@ def report(r: dict[str, Any], elapsed: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, runs=100)
     args = ap.parse_args(argv)
-    if args.runs < 4:
-        ap.error("--runs must be at least 4")
 
     def body(root: Path, env: dict[str, str]) -> dict[str, Any]:
         return measure(args.runs, setup(root, env), env)

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 import packaging
-from _bench import parser, run, sh, stats, wall
+from _bench import at_least, parser, run, sh, stats, wall
 
 import dllreg
 from dllreg.consumer import insert_stub_import
@@ -226,11 +226,9 @@ def report(r: dict, elapsed: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, runs=150, runs_help="stub runs per environment")
-    ap.add_argument("--list-runs", type=int, default=40,
+    ap.add_argument("--list-runs", type=at_least(4), default=40,
                     help="wall-time runs per command (default 40)")
     args = ap.parse_args(argv)
-    if args.runs < 4 or args.list_runs < 4:
-        ap.error("--runs and --list-runs must be at least 4")
     def body(root: Path, env: dict[str, str]) -> dict:
         files = template(root)
         envs = {}

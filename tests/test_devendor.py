@@ -35,7 +35,11 @@ static PyMethodDef M[] = {{"call", call, METH_NOARGS, 0}, {0}};
 static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "_ext", 0, -1, M};
 PyMODINIT_FUNC PyInit__ext(void){ return PyModule_Create(&D); }
 """
-RECIPE = """\
+
+
+def recipe_toml(family: str, runtime_name: str, vendored_name: str) -> str:
+    """The recipe of the test library foo (exports foo) on one platform family."""
+    return f"""\
 name = "foo"
 depurl = "dep:generic/foo"
 summary = "a test library"
@@ -44,10 +48,13 @@ conda-forge = []
 debian = []
 [abi]
 symbols = ["foo"]
-[abi.linux]
-runtime-names = ["libfoo.so.1"]
-vendored-names = ["libfoo-*.so.1*"]
+[abi.{family}]
+runtime-names = ["{runtime_name}"]
+vendored-names = ["{vendored_name}"]
 """
+
+
+RECIPE = recipe_toml("linux", "libfoo.so.1", "libfoo-*.so.1*")
 
 
 def platform_tag() -> str:

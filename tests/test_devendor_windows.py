@@ -32,6 +32,7 @@ from dllreg.__main__ import main
 from dllreg.libwheel import plan_library, read_source, write_library_wheel
 from dllreg.wheelfile import WheelWriter
 from test_binary_rename import fake_signed
+from test_devendor import recipe_toml
 from winebed import CPYTHON_EXT_FLAGS, WineBed, mingw, parse_harness, winpath, write_preloads
 
 wine = winebed.wine  # the session fixture (one prefix and wineserver per session)
@@ -332,19 +333,7 @@ BAR_C = "__declspec(dllimport) int foo(int);\n__declspec(dllexport) int bar(int 
 EXT_C = ("__declspec(dllimport) int {fn}(int);\n"
          "__declspec(dllexport) void *PyInit__ext(void) {{ return (void *)(long long){fn}(2); }}\n")
 EXT = "pkgw/_ext.cp311-win_amd64.pyd"
-RECIPE = """\
-name = "foo"
-depurl = "dep:generic/foo"
-summary = "a test library"
-license = "MIT"
-conda-forge = []
-debian = []
-[abi]
-symbols = ["foo"]
-[abi.windows]
-runtime-names = ["libfoo.dll"]
-vendored-names = ["libfoo-*.dll"]
-"""
+RECIPE = recipe_toml("windows", "libfoo.dll", "libfoo-*.dll")
 PATCH = """\
 # start delvewheel patch
 def _delvewheel_patch_1_11_2():

@@ -54,7 +54,7 @@ def render_stub(package: str, requires: Iterable[NativeRequirement]) -> str:
     body = _LAZY.sub(_lazy, _source("_runtime.py"))
     if "dllreg-stub: lazy" in body:  # pragma: no cover - guards the template itself
         raise AssertionError("_runtime.py has a lazy import the renderer cannot paste")
-    # The cold section becomes source compiled on first need (_COLD, _warm in the template).
+    # The cold section becomes source compiled on first need (_COLD, __getattr__ in the template).
     head, begin, rest = body.partition(_COLD_BEGIN)
     cold, end, tail = rest.partition(_COLD_END)
     if not (begin and end) or tail.strip():  # pragma: no cover - guards the template itself

@@ -146,7 +146,8 @@ def _text(doc: dict[str, Any]) -> str:
         if w["status"] == "nothing to do":
             lines.append(f"{name}: nothing to do (no vendored libraries)")
             continue
-        lines.append(f"{name} ({w['tool']}): {_size(w['bytes_before'])} of vendored libraries -> "
+        tool = w["tool"] or "libraries beside the package"
+        lines.append(f"{name} ({tool}): {_size(w['bytes_before'])} of vendored libraries -> "
                      f"{_size(w['bytes_after'])} left in the wheel")
         for d in w["libraries"]:
             what = f"  {_VERB[d['action']]:<11} {Path(d['member']).name} ({_size(d['size'])})"

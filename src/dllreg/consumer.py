@@ -43,17 +43,44 @@ def _import_path(member: str) -> str | None:
     return member
 
 
-def stub_packages(members: Iterable[str]) -> list[str]:
+def is_extension_module(name: str, content: bytes) -> bool:
+    """Whether a binary named like an extension module is one: an ELF or PE file is when it
+    exports ``PyInit_<module>`` (what the import system calls); a library that something
+    dlopens by path (netCDF4's HDF5 filter plugins in ``netCDF4/plugins/``) is not. Mach-O
+    export tries are not read, and an unreadable file is not judged: both count by name."""
+    module = name.rsplit("/", 1)[-1].split(".", 1)[0]
+    wanted = {f"PyInit_{module}"}
+    try:
+        if is_elf(content):
+            from .binary.elf import read_elf
+
+            exported: Iterable[str] = read_elf(content).exported
+        elif content[:2] == b"MZ":
+            from .binary.pe import read_pe
+
+            exported = read_pe(content).exports
+        else:
+            return True
+    except ValueError:  # ELFError / PEError: some other tool will say what is wrong
+        return True
+    # PEP 489: a non-ASCII module name is exported punycoded as PyInitU_<name>
+    return any(s in wanted or s.startswith("PyInitU_") for s in exported)
+
+
+def stub_packages(members: Iterable[str], is_extension: Callable[[str], bool] | None = None) -> list[str]:
     """Dotted names of the packages that get a stub, decided from the wheel's file list.
 
     Each extension module's stub goes in the outermost package of an unbroken chain of
     regular packages (directories with ``__init__.py``) that contains it, so it runs before
     any extension of that chain can load. With no extension module at all (a ctypes/cffi
-    consumer), every top-level regular package gets one.
+    consumer), every top-level regular package gets one. ``is_extension`` (given the member
+    name) tells extension modules from other binaries named like them; by default the name
+    decides.
     """
-    paths = [p for p in map(_import_path, members) if p]
+    members = list(members)
+    paths = {p: m for m in members if (p := _import_path(m))}
     inits = {p.rsplit("/", 1)[0] for p in paths if p.endswith("/__init__.py")}
-    exts = [p for p in paths if _EXT.search(p)]
+    exts = [p for p, m in paths.items() if _EXT.search(p) and (is_extension is None or is_extension(m))]
     chosen: list[str] = []
     for ext in exts:
         parts = ext.split("/")[:-1]
@@ -185,7 +212,7 @@ def consumer_changes(wheel: str, data: Mapping[str, bytes], requires: Sequence[N
         raise BuildError(f"{wheel}: expected one .dist-info directory, found {sorted(dist_infos)}")
     dist_info = dist_infos.pop()
     try:
-        packages = stub_packages(names) if with_stubs else []
+        packages = stub_packages(names, lambda n: is_extension_module(n, data[n])) if with_stubs else []
     except DllregError as exc:
         raise BuildError(f"{wheel}: {exc}") from None
     prefix = {(_import_path(n) or ""): n[: len(n) - len(_import_path(n) or "")] for n in names}

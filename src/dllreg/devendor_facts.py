@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from packaging.version import Version
 
+from .consumer import is_extension_module
 from .devendor_read import DevendorError, InputWheel
 from .errors import DllregError
 from .inspect import Member, Report, inspect_binary, inspect_wheel_members
@@ -100,7 +101,8 @@ def _symbols(data: bytes) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
 
 
 def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
-    """inspect's report of the wheel and its vendored libraries (in ``<x>.libs``/``.dylibs``)."""
+    """inspect's report of the wheel and its vendored libraries (in ``<x>.libs``/``.dylibs``, or
+    loose beside the package)."""
     report = inspect_wheel_members(wheel.filename, _members(wheel), {})
     if report.errors:
         raise DevendorError(f"{wheel.path}: cannot devendor a wheel with unreadable or mismatched "
@@ -113,7 +115,12 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
         installed = b_path.split("/", 2)[2] if b_path.split("/")[0].endswith(".data") else b_path
         return any(installed.startswith(d + "/") for d in facts.libs_dirs)
 
-    vendored = [b for b in report.binaries if in_libs(b.path)]
+    # Vendored: what sits in a libs dir, and loose libraries that another binary of the wheel
+    # loads through an rpath or its own directory (pymupdf's libmupdf beside pymupdf/), unless
+    # they are extension modules themselves.
+    needed = {n.member for b in report.binaries for n in b.needs if n.category == "vendored"}
+    vendored = [b for b in report.binaries if in_libs(b.path) or (
+        b.path in needed and not is_extension_module(b.path, data[b.path]))]
     users: dict[str, list[str]] = {b.path: [] for b in vendored}
     symbols = {b.path: _symbols(data[b.path]) for b in report.binaries}
     imported: dict[str, set[str]] = {b.path: set() for b in vendored}

@@ -1,7 +1,8 @@
-"""Wheel platform tags against the binaries they claim to hold (pure decisions)."""
+"""Wheel platform tags: their legacy spellings, and the binaries they claim to hold (pure decisions)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 from .errors import PackageLibError
@@ -14,6 +15,27 @@ _MACOS_ARCHES = {"x86_64": {"x86_64"}, "arm64": {"arm64"}, "universal2": {"x86_6
                  "intel": {"x86_64", "i386"}, "i386": {"i386"}}
 _FORMAT_OF_OS = {"linux": "elf", "manylinux": "elf", "musllinux": "elf", "win": "pe",
                  "macosx": "macho"}
+
+
+# PEP 600: the manylinux tags before it are aliases of glibc versions.
+LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+_LEGACY = re.compile(r"(manylinux1|manylinux2010|manylinux2014)_(\w+)")
+
+
+def normalize_platform(tag: str) -> str:
+    """One platform tag in its PEP 600 spelling: ``manylinux2014_x86_64`` -> ``manylinux_2_17_x86_64``
+    (likewise ``manylinux1`` = 2_5 and ``manylinux2010`` = 2_12); any other tag unchanged."""
+    m = _LEGACY.fullmatch(tag)
+    if not m:
+        return tag
+    major, minor = LEGACY_MANYLINUX[m[1]]
+    return f"manylinux_{major}_{minor}_{m[2]}"
+
+
+def platforms_of(tags: str) -> list[str]:
+    """The tags of a ``.``-joined compound platform tag, each normalized, without repeats:
+    ``manylinux_2_17_x86_64.manylinux2014_x86_64`` -> ``["manylinux_2_17_x86_64"]``."""
+    return list(dict.fromkeys(normalize_platform(t) for t in tags.split(".")))
 
 
 def default_tag(fmt: str, arches: Collection[str], min_os: str | None = None) -> str:
@@ -32,6 +54,7 @@ def default_tag(fmt: str, arches: Collection[str], min_os: str | None = None) ->
 
 def _tag_os_arch(tag: str) -> tuple[str, set[str]]:
     """('elf'|'pe'|'macho', the reader arch names the tag admits) for one platform tag."""
+    tag = normalize_platform(tag)
     if tag in ("win32", "win_amd64", "win_arm64"):
         return "pe", {k for k, v in _WINDOWS_TAG.items() if v == tag}
     os_name = tag.split("_", 1)[0]
@@ -51,7 +74,7 @@ def _tag_os_arch(tag: str) -> tuple[str, set[str]]:
 
 def check_tag(tags: str, fmt: str, arches: Collection[str], origin: str) -> None:
     """Refuse a wheel whose platform tag(s) and binaries disagree (format or architecture)."""
-    for tag in tags.split("."):
+    for tag in tags.split("."):  # each named as the wheel spells it
         tag_fmt, admitted = _tag_os_arch(tag)
         if tag_fmt != fmt:
             raise PackageLibError(

@@ -17,6 +17,7 @@ from packaging.version import Version
 
 from .devendor_read import LibraryWheel, library_wheel_of_plan
 from .libwheel import LibraryPlan, Source, plan_library, read_source
+from .platforms import LEGACY_MANYLINUX, platforms_of
 from .recipes import Recipe, RecipeError
 
 
@@ -34,7 +35,7 @@ def compatible_platforms(tag: str) -> list[str]:
     """The tags pip must be given to accept every wheel that installs on ``tag`` (pip's --platform
     does not expand manylinux_2_28 to the older manylinux tags itself)."""
     out: list[str] = []
-    for t in tag.split("."):
+    for t in platforms_of(tag):
         m = re.fullmatch(r"(manylinux|musllinux)_(\d+)_(\d+)_(\w+)", t)
         mac = re.fullmatch(r"macosx_(\d+)_(\d+)_(\w+)", t)
         if m:
@@ -42,8 +43,8 @@ def compatible_platforms(tag: str) -> list[str]:
             low = {("manylinux", 2): 5, ("musllinux", 1): 1}.get((kind, major), 0)
             out += [f"{kind}_{major}_{n}_{arch}" for n in range(minor, low - 1, -1)]
             if (kind, major) == ("manylinux", 2):
-                out += [f"{old}_{arch}" for n, old in ((17, "manylinux2014"), (12, "manylinux2010"),
-                                                       (5, "manylinux1")) if n <= minor]
+                out += [f"{old}_{arch}" for old, (_, n) in sorted(LEGACY_MANYLINUX.items(),
+                                                                    key=lambda kv: -kv[1][1]) if n <= minor]
         elif mac:
             out += list(mac_platforms((int(mac[1]), int(mac[2])), mac[3]))
         else:

@@ -1,0 +1,206 @@
+"""devendor's edges on the layouts real wheels have: legacy and compound platform tags, binaries
+that are not extension modules (netCDF4's HDF5 plugins), loose libraries beside the package
+(pymupdf's libmupdf), and every refused input reported at once. gcc-built wheels."""
+
+from __future__ import annotations
+
+import sysconfig
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Venv, gcc_shared, run
+from dllreg.__main__ import main
+from dllreg.binary.elf import read_elf
+from dllreg.consumer import is_extension_module, stub_packages
+from dllreg.devendor import plan_devendor
+from dllreg.devendor_read import read_input_wheel
+from dllreg.devendor_write import build_outputs
+from dllreg.errors import BuildError, PackageLibError
+from dllreg.libwheel import plan_library, read_source
+from dllreg.platforms import check_tag, normalize_platform, platforms_of
+from dllreg.recipe_build import compatible_platforms
+from dllreg.recipes import Registry
+from test_devendor import (
+    EXT_C,
+    EXT_SUFFIX,
+    FOO_C,
+    PY,
+    needs_gcc,
+    platform_tag,
+    recipes,
+    registry,
+    vendored_wheel,
+    write_wheel,
+)
+
+__all__ = ["recipes", "registry"]  # the fixtures, shared with test_devendor
+
+PLUGIN_C = "int foo(int); int plugin_apply(int x){ return foo(x) * 10; }\n"
+INCLUDE = sysconfig.get_paths()["include"]
+
+
+# --- platform tags ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag,pep600", [
+    ("manylinux1_x86_64", "manylinux_2_5_x86_64"), ("manylinux2010_i686", "manylinux_2_12_i686"),
+    ("manylinux2014_aarch64", "manylinux_2_17_aarch64"), ("manylinux_2_28_x86_64", "manylinux_2_28_x86_64"),
+    ("musllinux_1_2_x86_64", "musllinux_1_2_x86_64"), ("win_amd64", "win_amd64"),
+])
+def test_legacy_manylinux_tags_are_their_glibc_versions(tag: str, pep600: str) -> None:
+    assert normalize_platform(tag) == pep600
+
+
+def test_compound_and_legacy_tags_are_checked_against_the_binaries() -> None:
+    assert platforms_of("manylinux_2_17_x86_64.manylinux2014_x86_64") == ["manylinux_2_17_x86_64"]
+    assert platforms_of("manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64") == [
+        "manylinux_2_5_x86_64", "manylinux_2_28_x86_64"]
+    for tags in ("manylinux2014_x86_64", "manylinux1_x86_64.manylinux_2_5_x86_64",
+                 "manylinux2010_x86_64.manylinux_2_12_x86_64.manylinux_2_28_x86_64"):
+        check_tag(tags, "elf", ["x86_64"], "w")
+    with pytest.raises(PackageLibError, match="platform tag manylinux2014_aarch64 does not match"):
+        check_tag("manylinux2014_aarch64", "elf", ["x86_64"], "w")
+    with pytest.raises(PackageLibError, match="is for PE binaries"):
+        check_tag("manylinux2014_x86_64.win_amd64", "elf", ["x86_64"], "w")
+    # pip's --platform list for a legacy tag: every glibc version up to it, in both spellings
+    tags = compatible_platforms("manylinux2014_x86_64")
+    assert tags[0] == "manylinux_2_17_x86_64" and "manylinux_2_5_x86_64" in tags
+    assert {"manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert "manylinux_2_18_x86_64" not in tags
+
+
+@needs_gcc
+def test_a_legacy_tagged_wheel_devendors_into_a_library_wheel_of_its_tags(tmp_path: Path,
+                                                                          registry: Registry) -> None:
+    if not platform_tag().endswith("x86_64"):
+        pytest.skip("the tags below are x86_64 ones")
+    built = vendored_wheel(tmp_path)
+    tags = "manylinux_2_17_x86_64.manylinux2014_x86_64"
+    legacy = built.with_name(built.name.replace(platform_tag(), tags))
+    built.rename(legacy)
+    plan = plan_devendor([read_input_wheel(legacy)], registry, [])
+    (lib,) = build_outputs(plan).libraries
+    assert lib[1].manifest.platform == "manylinux2014_x86_64.manylinux_2_17_x86_64"
+    # and package-lib takes a compound tag given by hand
+    src = tmp_path / "src"
+    gcc_shared(src / "lib" / "libq.so.1", "int q(void){return 1;}\n", "libq.so.1")
+    assert plan_library(read_source(src), "q", "1", platform=tags).manifest.platform == tags
+
+
+# --- binaries that are not extension modules ----------------------------------------------------
+
+
+def _ext(build: Path, name: str, *link: str) -> Path:
+    src = build / f"{name}.c"
+    src.write_text(EXT_C.replace("{extra}", "0").replace('"_ext"', f'"{name}"')
+                   .replace("PyInit__ext", f"PyInit_{name}"))
+    out = build / f"{name}{EXT_SUFFIX}"
+    run(["gcc", "-shared", "-fPIC", f"-I{INCLUDE}", "-o", str(out), str(src), *link])
+    return out
+
+
+@needs_gcc
+def test_is_extension_module_reads_the_file(tmp_path: Path) -> None:
+    ext = _ext(tmp_path, "_mod", "-Wl,--unresolved-symbols=ignore-all")
+    plugin = gcc_shared(tmp_path / "libplug.so", "int plugin_apply(int x){ return x; }\n", None)
+    assert is_extension_module(f"pkg/_mod{EXT_SUFFIX}", ext.read_bytes())
+    assert not is_extension_module("pkg/plugins/libplug.so", plugin.read_bytes())
+    assert not is_extension_module(f"pkg/_other{EXT_SUFFIX}", ext.read_bytes())  # exports PyInit__mod
+    assert is_extension_module("pkg/_x.so", b"not a binary")  # not judged: the name decides
+    names = ["pkg/__init__.py", f"pkg/_mod{EXT_SUFFIX}", "pkg/plugins/libplug.so"]
+    with pytest.raises(BuildError, match=r"pkg/plugins/, which has no __init__\.py"):
+        stub_packages(names)  # by name alone, the plugin looks like an extension module
+    assert stub_packages(names, lambda n: "plugins" not in n) == ["pkg"]
+
+
+def _plugin_wheel(tmp: Path) -> Path:
+    """pkga (an extension needing pkga.libs/libfoo) plus pkga/plugins/libplug.so (no
+    __init__.py there), which needs libfoo through RUNPATH $ORIGIN/../../pkga.libs and is
+    dlopened by path, as HDF5 does with netCDF4's filter plugins."""
+    base = vendored_wheel(tmp)
+    with zipfile.ZipFile(base) as z:
+        members = {n: z.read(n) for n in z.namelist() if ".dist-info/" not in n}
+    build = tmp / "plug"
+    libfoo = next(n for n in members if n.startswith("pkga.libs/"))
+    (build / "l").mkdir(parents=True)
+    (build / "l" / libfoo.split("/")[1]).write_bytes(members[libfoo])
+    plugin = gcc_shared(build / "libplug.so", PLUGIN_C, None, f"-L{build / 'l'}",
+                        f"-l:{libfoo.split('/')[1]}", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../../pkga.libs")
+    members["pkga/plugins/libplug.so"] = plugin.read_bytes()
+    members["pkga/plugins/README.txt"] = b"HDF5-style filter plugins\n"
+    base.unlink()
+    return write_wheel(base, members)
+
+
+@needs_gcc
+def test_plugins_in_a_folder_without_init_are_payload(tmp_path: Path, registry: Registry,
+                                                      make_venv: Callable[[str], Venv]) -> None:
+    wheel = _plugin_wheel(tmp_path)
+    out = tmp_path / "out"
+    assert main(["devendor", str(wheel), "-o", str(out), "--recipes", str(tmp_path / "recipes")]) == 0
+    with zipfile.ZipFile(out / wheel.name) as z:
+        names = set(z.namelist())
+        plugin = read_elf(z.read("pkga/plugins/libplug.so"))
+    assert "pkga/_dlls.py" in names and not any(n.startswith("pkga/plugins/_dlls") for n in names)
+    assert not any(n.startswith("pkga.libs/") for n in names)
+    assert "libfoo.so.1" in plugin.needed and plugin.runpath == ()  # its need follows the library
+    # installed, the plugin loads by path after the package, binding to the registry copy
+    venv = make_venv("v")
+    venv.pip("install", "--no-index", "--find-links", str(out), "pkga")
+    got = venv.py("""
+        import ctypes, os, pkga
+        plug = ctypes.CDLL(os.path.join(os.path.dirname(pkga.__file__), "plugins", "libplug.so"))
+        maps = {l.split()[-1] for l in open('/proc/self/maps') if 'libfoo' in l}
+        print(plug.plugin_apply(2), sorted(os.path.relpath(m, os.path.dirname(os.path.dirname(pkga.__file__)))
+                                            for m in maps))
+    """).stdout.split(maxsplit=1)
+    assert got[0] == "70" and got[1].strip() == "['dllreg.libs/foo/lib/libfoo.so.1']"
+
+
+# --- loose libraries beside the package ---------------------------------------------------------
+
+
+def _loose_wheel(tmp: Path) -> Path:
+    """pkgl/_core (an extension) needs pkgl/libloose.so.3 through RUNPATH $ORIGIN: no .libs dir."""
+    build = tmp / "loose"
+    lib = gcc_shared(build / "libloose.so.3", FOO_C, "libloose.so.3")
+    ext = _ext(build, "_core", f"-L{build}", "-l:libloose.so.3", "-Wl,--enable-new-dtags,-rpath,$ORIGIN")
+    return write_wheel(tmp / "in" / f"pkgl-1.0-{PY}-{PY}-{platform_tag()}.whl", {
+        "pkgl/__init__.py": b"from ._core import call\n", f"pkgl/_core{EXT_SUFFIX}": ext.read_bytes(),
+        "pkgl/libloose.so.3": lib.read_bytes()})
+
+
+@needs_gcc
+def test_loose_libraries_beside_the_package_are_devendored(tmp_path: Path, registry: Registry,
+                                                           make_venv: Callable[[str], Venv]) -> None:
+    wheel = _loose_wheel(tmp_path)
+    (wp,) = plan_devendor([read_input_wheel(wheel)], registry, []).wheels
+    (d,) = wp.decisions
+    assert (d.member, d.action, d.runtime) == ("pkgl/libloose.so.3", "package", "libloose.so.3")
+    assert wp.removed == ("pkgl/libloose.so.3",) and wp.emptied == ()
+    out = tmp_path / "out"
+    assert main(["devendor", str(wheel), "-o", str(out), "--recipes", str(tmp_path / "recipes")]) == 0
+    venv = make_venv("v")
+    venv.pip("install", "--no-index", "--find-links", str(out), "pkgl")
+    got = venv.py("""
+        import pkgl
+        print(pkgl.call(), sorted(l.split()[-1].split('site-packages/')[1] for l in open('/proc/self/maps')
+                                  if 'libloose' in l))
+    """).stdout.split(maxsplit=1)
+    assert got[0] == "7" and "dllreg.libs/loose/lib/libloose.so.3" in got[1] and "pkgl/" not in got[1]
+
+
+@needs_gcc
+def test_an_extension_another_one_links_is_not_a_vendored_library(tmp_path: Path, registry: Registry) -> None:
+    build = tmp_path / "b"
+    build.mkdir()
+    first = _ext(build, "_first")
+    second = _ext(build, "_second", f"-L{build}", f"-l:{first.name}", "-Wl,--enable-new-dtags,-rpath,$ORIGIN")
+    wheel = write_wheel(tmp_path / "in" / f"pkge-1.0-{PY}-{PY}-{platform_tag()}.whl", {
+        "pkge/__init__.py": b"", f"pkge/_second{EXT_SUFFIX}": second.read_bytes(),
+        f"pkge/{first.name}": first.read_bytes()})
+    (wp,) = plan_devendor([read_input_wheel(wheel)], registry, []).wheels
+    assert wp.decisions == () and not wp.changed

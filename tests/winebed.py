@@ -403,20 +403,26 @@ class WineBed:
     # -- use ------------------------------------------------------------------------------------
 
     def run(self, exe: Path | str, *args: Path | str, env: Mapping[str, str] | None = None,
-            timeout: float = WINE_TIMEOUT, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+            timeout: float = WINE_TIMEOUT, cwd: Path | None = None, pipes: bool = False
+            ) -> subprocess.CompletedProcess[str]:
         """Run a Windows program under the bed's wineserver and capture its output.
 
         ``Path`` arguments are passed in Windows form (:func:`winpath`), ``str`` ones unchanged.
         ``env`` entries are added to the bed's environment. Wine ignores the host PATH for the
         Windows PATH: use ``WINEPATH`` (``;``-separated, Windows or host paths) for that.
         stdout/stderr go to files, not pipes, so a helper process that inherits them cannot make
-        the capture hang; ``\\r\\n`` is turned into ``\\n``. Raises ``subprocess.TimeoutExpired``
-        (after killing the process group) when ``timeout`` passes.
+        the capture hang; ``\\r\\n`` is turned into ``\\n``. ``pipes=True`` captures through pipes
+        instead: Windows CPython cannot start with a regular file as stdout under Wine 8
+        (init_sys_streams fails with WinError 6); the detached wineserver holds none of them.
+        Raises ``subprocess.TimeoutExpired`` (after killing the process group) when ``timeout``
+        passes.
         """
         if not self.running:
             raise WineError("the bed is not running")
         cmd = [self.wine, str(exe), *(winpath(a) if isinstance(a, Path) else a for a in args)]
         full_env = {**self.env, **(env or {})}
+        if pipes:
+            return _run_piped(cmd, full_env, cwd, timeout)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
                                     cwd=cwd, start_new_session=True)
@@ -454,6 +460,27 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float, what: object) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise subprocess.TimeoutExpired(what, timeout) from None
+
+
+def _run_piped(cmd: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float
+               ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(env), cwd=cwd, start_new_session=True)
+
+    def text(b: bytes | None) -> str:
+        return (b or b"").decode("utf-8", "replace").replace("\r\n", "\n")
+
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:  # a survivor that inherited the pipes must not hang the test too
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            out, err = b"", b""
+        raise subprocess.TimeoutExpired(cmd, timeout, text(out), text(err)) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, text(out), text(err))
 
 
 def _rmtree(p: Path) -> None:

@@ -20,6 +20,7 @@ from .registry import (
     Consumer,
     InstalledLibrary,
     consumer_binaries,
+    drop_program_entry,
     find_library,
     installed_consumers,
     installed_libraries,
@@ -352,6 +353,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def run() -> None:
+    drop_program_entry()  # search what a consumer's import searches, whatever the cwd
     sys.exit(main())
 
 

@@ -61,13 +61,16 @@ def _state():
     return st
 
 
-def _search_dirs(own_site):
-    # The consumer's own site directory first, then absolute sys.path entries in order (the
-    # user site and the base environment are among them). Relative entries ('' is the
-    # current directory) are skipped: loading from there is planting.
+def _search_dirs(own_site, path):
+    # The consumer's own site directory first, then the absolute entries of ``path``
+    # (sys.path) in order (the user site and the base environment are among them). Relative
+    # entries ('' is the current directory) are skipped: loading from there is planting.
+    # An entry that is not a directory (a zip, an egg, a missing folder) holds no copy: the
+    # callers treat every copy under it as absent. `dllreg check` searches the same list
+    # (registry.site_dirs).
     isabs = os.path.isabs if os.name == "nt" else None
     dirs = []
-    for entry in (own_site, *sys.path):
+    for entry in (own_site, *path):
         if isinstance(entry, str) and (isabs(entry) if isabs else entry[:1] == "/") and (
                 entry != own_site or not dirs):
             dirs.append(entry)
@@ -193,7 +196,7 @@ def _fast(st, user, name, spec, own_site, chain):
         return True
     if name in chain:
         return False
-    for site in _search_dirs(own_site):
+    for site in _search_dirs(own_site, sys.path):
         base = site.rstrip(_SEPS) + os.sep + "dllreg.libs" + os.sep + name
         for suffix in (".conda", ".system", ""):
             lib_dir = base + suffix
@@ -201,7 +204,7 @@ def _fast(st, user, name, spec, own_site, chain):
                 continue  # exception to build for each missing one
             try:
                 version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, suffix)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # no copy; a zip or a file
                 continue
             except Exception:
                 return False
@@ -311,7 +314,7 @@ def _candidates(st, own_site, vendored):
     suffixes, vendored_first = prefer
     if vendored and vendored_first:
         yield vendored, "", True
-    for site in _search_dirs(own_site):
+    for site in _search_dirs(own_site, sys.path):
         for provider in suffixes:
             yield site, provider, False
     if vendored and not vendored_first:
@@ -348,12 +351,15 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
         manifest = lib_dir + os.sep + "MANIFEST"
         try:
             version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, provider)
-        except FileNotFoundError:
-            if _DEBUG:
-                _say("%s: no %s%s in %s" % (
-                    user, name, provider and " registered by " + provider[1:], site))
-            continue
         except (OSError, ValueError, UnicodeError) as exc:
+            # No such copy, or no folder to hold one: the entry is a zip, a file, or cannot
+            # be searched. Only a manifest in a folder that is there is unreadable.
+            if isinstance(exc, FileNotFoundError) or (
+                    isinstance(exc, OSError) and not os.path.isdir(lib_dir)):
+                if _DEBUG:
+                    _say("%s: no %s%s in %s" % (
+                        user, name, provider and " registered by " + provider[1:], site))
+                continue
             raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
                         error=exc) from None
         if _DEBUG:
@@ -393,7 +399,8 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
                     "extension loader" if rec["handles"][-1] == "imp" else "_ctypes"))
         st.loaded[name] = rec
         return
-    raise _fail(user, "missing", name=name, spec=spec, seen=seen, dirs=_search_dirs(own_site))
+    raise _fail(user, "missing", name=name, spec=spec, seen=seen,
+                dirs=_search_dirs(own_site, sys.path))
 
 
 # dllreg-stub: cold end

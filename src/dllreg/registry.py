@@ -11,9 +11,10 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from . import _runtime
 from .errors import DllregError, ManifestError
 from .manifest import MANIFEST_NAME, Manifest
 from .names import (
@@ -29,6 +30,8 @@ from .names import (
 #: hatchling's build hook can only place it under ``extra_metadata/``.
 CONSUMER_RECORD = "dllreg.json"
 _RECORD_PLACES = (CONSUMER_RECORD, f"extra_metadata/{CONSUMER_RECORD}")
+#: The stub's search order (its own site directory, then sys.path's absolute entries).
+_search_dirs: Callable[[str | None, Sequence[object]], list[str]] = _runtime._search_dirs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +65,12 @@ class Consumer:
     vendored: tuple[str, ...] = ()  # libraries its wheel carries itself (`dllreg vendor`)
 
 
-def site_dirs(extra: Iterable[str] = ()) -> list[Path]:
-    """Absolute, existing directories to search, in order: ``extra`` then ``sys.path``.
+def site_dirs(extra: Iterable[str] = (), path: Sequence[object] | None = None) -> list[Path]:
+    """The directories the stub searches, in order: ``extra`` then ``path`` (``sys.path``).
 
-    Relative entries (the current directory among them) are never searched.
+    The stub's own definition (``_runtime._search_dirs``): relative entries (the current
+    directory among them) are never searched, and an entry that is not a directory (a zip,
+    an egg, a file, a missing folder) holds nothing.
     """
     out: list[Path] = []
     for entry in extra:  # given by the user (--path): relative to the current directory
@@ -73,12 +78,18 @@ def site_dirs(extra: Iterable[str] = ()) -> list[Path]:
             raise DllregError(f"--path {entry}: not a directory")
         if Path(os.path.abspath(entry)) not in out:
             out.append(Path(os.path.abspath(entry)))
-    for entry in sys.path:
-        if isinstance(entry, str) and os.path.isabs(entry) and os.path.isdir(entry):
-            p = Path(entry)
-            if p not in out:
-                out.append(p)
+    for entry in _search_dirs(None, sys.path if path is None else path):
+        if os.path.isdir(entry) and Path(entry) not in out:
+            out.append(Path(entry))
     return out
+
+
+def drop_program_entry() -> None:
+    """Remove the entry Python put first on ``sys.path`` for the running program (``python
+    -m``'s current directory, a console script's folder): a consumer's import elsewhere does
+    not search it, so neither may ``check``. Only the CLI's entry point calls this."""
+    if sys.path and not (getattr(sys.flags, "safe_path", False) or sys.flags.isolated):
+        del sys.path[0]
 
 
 def folder_provider(folder: str) -> tuple[str, str] | None:

@@ -97,7 +97,9 @@ try:
         total = ctypes.WinDLL("libqsum.dll", winmode=0).qsum(100)
 except (ImportError, OSError) as e:
     err = type(e).__name__ + ": " + str(e)
+cpkg_file = getattr(sys.modules.get("cpkg"), "__file__", None)
 print(json.dumps({"total": total, "err": err, "sys_path": sys.path, "isolated": sys.flags.isolated,
+                  "cpkg_file": cpkg_file,
                   "mods": [m for m in loaded_modules() if "libqsum" in m.lower()],
                   "markers": sorted(os.listdir(MARKERS))}))
 """
@@ -202,6 +204,7 @@ class Installed:
     py: WinPython
     tmp: Path
     markers: Path
+    house: Path
 
     @property
     def registry_dll(self) -> Path:
@@ -235,7 +238,7 @@ def installed(request: pytest.FixtureRequest, wine: WineBed, house: Path,
     assert "Successfully installed cpkg-1.0 dllreg-lib-qsum-1.0" in proc.stdout, proc.stdout
     markers = tmp / "markers"
     markers.mkdir()
-    inst = Installed(py, tmp, markers)
+    inst = Installed(py, tmp, markers, house)
     assert inst.registry_dll.is_file() and inst.pyd.is_file()
     return inst
 
@@ -378,3 +381,54 @@ def test_plant_behind_a_relative_sys_path_entry(wine: WineBed, installed: Instal
 def clear(inst: Installed) -> None:
     for m in inst.markers.iterdir():
         m.unlink()
+
+
+# -- the embeddable distribution's own rules ----------------------------------------------------
+
+
+def test_pth_fixes_sys_path_and_ignores_pythonpath(wine: WineBed, installed: Installed,
+                                                   plants: Plants) -> None:
+    # A full plant on PYTHONPATH: a registry entry, a bare DLL and a cpkg of its own.
+    where = installed.tmp / "pythonpath"
+    plants.registry_at(where)
+    plants.dll_at(where)
+    (where / "cpkg").mkdir()
+    (where / "cpkg" / "__init__.py").write_text("raise ImportError('the PYTHONPATH cpkg')\n")
+    r = installed.probe(wine, env={"PYTHONPATH": winpath(where), "PYTHONHOME": winpath(where)})
+    home = installed.py.home
+    zip_entry = home / f"python{installed.py.tag[2:]}.zip"
+    # exactly the ._pth lines, the zip first; not the script's folder, not PYTHONPATH
+    assert r["sys_path"] == [winpath(zip_entry), winpath(home), winpath(installed.py.site_packages)]
+    assert zip_entry.is_file() and r["isolated"] == 1
+    assert_registry_copy_only(installed, r)
+
+
+def test_a_zip_entry_on_sys_path_is_searched_past(wine: WineBed, installed: Installed) -> None:
+    """The consumer in a folder the ._pth lists after Lib\\site-packages, the library in
+    Lib\\site-packages: the stub walks sys.path from python3X.zip (a file) onwards."""
+    py = installed.py
+    target = py.home / "consumers"
+    winpython.pip(wine, py, "install", "--no-index", "--no-deps", "--no-compile", "--target",
+                  winpath(target), "--find-links", winpath(installed.house), "cpkg")
+    original = py.pth.read_text()
+    lines = original.splitlines()
+    py.pth.unlink()  # the file is hard-linked to the cache: replace it, never write through it
+    py.pth.write_text("\n".join([*lines[:-1], "consumers", lines[-1], ""]))
+    away = installed.tmp / "cpkg-away"
+    (py.site_packages / "cpkg").rename(away)  # only the copy in consumers\ is left
+    try:
+        for debug in ("", "1"):  # the fast path, then the traced cold path
+            r = installed.probe(wine, env={"DLLREG_DEBUG": debug})
+            assert r["sys_path"][-1] == winpath(target)  # type: ignore[index]
+            assert_registry_copy_only(installed, r)
+            assert same_path(r["cpkg_file"], target / "cpkg" / "__init__.py")
+        trace = [line for line in str(r["stderr"]).splitlines() if line.startswith("dllreg: ")]
+        zip_entry = winpath(py.home / f"python{py.tag[2:]}.zip")
+        assert f"dllreg: cpkg: no qsum in {zip_entry}" in trace, trace
+        dll = winpath(installed.registry_dll)
+        assert trace[-1] == f"dllreg: cpkg: loaded qsum by absolute path {dll} (_ctypes)"
+    finally:
+        py.pth.unlink()
+        py.pth.write_text(original)
+        shutil.rmtree(target)
+        away.rename(py.site_packages / "cpkg")

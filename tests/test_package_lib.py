@@ -248,3 +248,23 @@ def test_wrong_architecture_dll_is_refused(tmp_path: Path, machine: int | None, 
     code, _ = package(_mingw_dll(tmp_path, machine), tmp_path / "out", "--platform", tag)
     err = capsys.readouterr().err
     assert code == 2 and f"platform tag {tag} does not match the libraries' architecture" in err
+
+
+def test_version_comes_from_the_source_and_must_agree(qsum_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    pc = qsum_dir / "lib" / "pkgconfig" / "qsum.pc"
+    pc.parent.mkdir()
+    pc.write_text("version=3.1.4\nName: qsum\nDescription: q\nVersion: ${version}\nLibs: -lqsum\n")
+    out = tmp_path / "out"
+    assert main(["package-lib", "qsum", "--from", str(qsum_dir), "-o", str(out)]) == 0
+    assert [w.name for w in out.glob("*.whl")] == ["dllreg_lib_qsum-3.1.4-py3-none-linux_x86_64.whl"]
+    assert main(["package-lib", "qsum", "--version", "3.1", "--from", str(qsum_dir), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["package-lib", "qsum", "--version", "0.2.20", "--from", str(qsum_dir), "-o",
+                 str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "states version 3.1.4" in err and "pass --version 3.1.4" in err, err
+    assert not (tmp_path / "bad").exists()
+    pc.unlink()  # nothing states a version: --version is needed, and the error says so
+    assert main(["package-lib", "qsum", "--from", str(qsum_dir), "-o", str(tmp_path / "bad")]) == 2
+    assert "pass --version" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from . import __version__
 from .binary import BinaryInfo, read_binary
@@ -29,9 +29,6 @@ from .registry import (
     site_dirs,
 )
 
-if TYPE_CHECKING:
-    from .libwheel import LibraryPlan
-
 #: Version of the ``--json`` output schemas (docs/cli-json.md).
 JSON_FORMAT = 1
 
@@ -40,22 +37,6 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dllreg", description=__doc__)
     p.add_argument("--version", action="version", version=f"dllreg {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    pl = sub.add_parser("package-lib", help="build a dllreg-lib-NAME wheel from shared libraries")
-    pl.add_argument("name")
-    pl.add_argument("--version", dest="lib_version",
-                    help="PEP 440 version (default with a recipe: the recipe's rule)")
-    pl.add_argument("--from", dest="source", type=Path,
-                    help="a wheel, or a directory holding the shared libraries (and include/); "
-                    "without it, the registry recipe's PyPI source is fetched with pip")
-    pl.add_argument("-o", "--output", required=True, type=Path, help="directory for the wheel")
-    pl.add_argument("--requires", action="append", default=[],
-                    help="another registry library this one needs, e.g. 'gfortran>=12'")
-    pl.add_argument("--platform", help="wheel platform tag (default: the source wheel's, or "
-                    "derived from the binaries for a directory)")
-    pl.add_argument("--dll-directory", action="append", default=[], dest="dll_directories",
-                    help="Windows: directory of this library (e.g. bin) the stub adds with "
-                    "os.add_dll_directory, for libraries that load plugins by bare name")
 
     pc = sub.add_parser("pkg-config", help="compiler and linker flags of an installed library")
     pc.add_argument("name")
@@ -93,58 +74,14 @@ def _parser() -> argparse.ArgumentParser:
 
 #: Modules with more commands: each has ``add_parsers(subparsers)`` and ``COMMANDS`` (name ->
 #: function(args, out) -> exit code), and imports its heavy dependencies inside the commands.
-_MORE_COMMANDS: tuple[str, ...] = ("cli_register", "cli_devendor", "cli_vendor", "cli_install")
+_MORE_COMMANDS: tuple[str, ...] = ("cli_package_lib", "cli_register", "cli_devendor", "cli_vendor",
+                                   "cli_install")
 
 
 def _command_modules() -> list[Any]:
     import importlib
 
     return [importlib.import_module(f"{__package__}.{m}") for m in _MORE_COMMANDS]
-
-
-def _plan_from_recipe(a: argparse.Namespace, out: TextIO) -> LibraryPlan:
-    import tempfile
-
-    from packaging.tags import sys_tags
-
-    from .libwheel import plan_library
-    from .recipe_build import check_abi, fetch_source, recipe_source
-    from .recipes import load_registry
-
-    recipe = load_registry().require(a.name)
-    # This machine's most specific installable tag: manylinux_2_X over linux_<arch>, which
-    # no wheel on an index carries.
-    platforms = list(dict.fromkeys(t.platform for t in sys_tags()))
-    tag = a.platform or next((p for p in platforms if not p.startswith("linux_")), platforms[0])
-    with tempfile.TemporaryDirectory(prefix="dllreg-fetch-") as tmp:
-        print(f"fetching the {recipe.name} recipe's source for {tag} with pip", file=out)
-        pinned = f"=={a.lib_version}" if a.lib_version else ""
-        wheel = fetch_source(recipe, tag, Path(tmp), specifier=pinned)
-        source, version = recipe_source(recipe, wheel)
-        plan = plan_library(source, recipe.name, a.lib_version or version,
-                            requires=[*map(str, recipe.requires), *a.requires],
-                            dll_directories=a.dll_directories)
-    check_abi(recipe, plan)
-    return plan
-
-
-def _package_lib(a: argparse.Namespace, out: TextIO) -> int:
-    from .libwheel import plan_library, read_source, write_library_wheel
-
-    if a.source is None:
-        plan = _plan_from_recipe(a, out)
-    elif a.lib_version is None:
-        raise DllregError("package-lib --from needs --version (the library's PEP 440 version)")
-    else:
-        plan = plan_library(read_source(a.source), a.name, a.lib_version, requires=a.requires,
-                            platform=a.platform, dll_directories=a.dll_directories)
-    path = write_library_wheel(plan, a.output)
-    files = ", ".join(f"{f.path} ({f.soname})" for f in plan.manifest.libraries)
-    print(f"wrote {path}\n  libraries in preload order: {files}", file=out)
-    for soname, needed in plan.external_needs:
-        print(f"  note: {soname} needs {needed}, which this wheel does not carry; it must come "
-              "from a registry library (--requires) or the target system", file=out)
-    return 0
 
 
 def _pkg_config(a: argparse.Namespace, out: TextIO) -> int:
@@ -333,7 +270,7 @@ def _inspect(a: argparse.Namespace, out: TextIO) -> int:
     return report.exit_code
 
 
-_COMMANDS = {"package-lib": _package_lib, "pkg-config": _pkg_config, "list": _list,
+_COMMANDS = {"pkg-config": _pkg_config, "list": _list,
              "show": _show, "check": _check, "stub": _stub, "inspect": _inspect}
 
 

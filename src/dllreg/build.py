@@ -115,9 +115,14 @@ def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) 
 
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    _, backend = _setup()
+    from .sdist import patch_sdist
+
+    config, backend = _setup()
     with _env(**{PHASE_VAR: "sdist"}):
-        return str(backend.build_sdist(sdist_directory, config_settings))
+        name = str(backend.build_sdist(sdist_directory, config_settings))
+    # PEP 643: the wheels add Requires-Dist, so the sdist's PKG-INFO must declare it too
+    patch_sdist(Path(sdist_directory, name), config.requires)
+    return name
 
 
 def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement]) -> None:

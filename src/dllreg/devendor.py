@@ -66,6 +66,7 @@ class NewLibrary:
     renames: tuple[tuple[str, str], ...]  # its own needed names -> registry runtime names
     requires: tuple[NativeRequirement, ...]
     users: tuple[str, ...] = ()  # input wheels that need it
+    license: str | None = None  # the recipe's, when the library is a registry recipe's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,9 +298,11 @@ def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[New
         deps = [(n.name, decided[n.member]) for b in report.binaries if b.path == k for n in b.needs
                 if n.member in decided and decided[n.member].runtime]
         reqs = tuple(r for _, dd in deps if (r := dd.requirement) is not None)
+        recipe = shared.registry.get(d.library or "")
         new_libs.append(NewLibrary(d.library or "", d.version or "", d.runtime or "", wheel.filename, k,
                                    platform, libs[k].sha256,
-                                   tuple((n, dd.runtime or n) for n, dd in deps), reqs))
+                                   tuple((n, dd.runtime or n) for n, dd in deps), reqs,
+                                   license=recipe.license if recipe else None))
     patch = facts.patch_file if facts.patch_file and emptied == tuple(facts.libs_dirs) else None
     order = [d for d in decided.values()]
     order.sort(key=lambda d: (ACTIONS.index(d.action), d.member))

@@ -166,7 +166,8 @@ def _library(nl: NewLibrary, source: bytes) -> tuple[LibraryPlan, str | None]:
             patched, note = _patch_binary(nl.member, source, dict(nl.renames), None)
         files = (SourceFile(f"lib/{posixpath.basename(nl.runtime)}", patched),)
         src = Source(f"devendored from {where} sha256={nl.sha256}", files, nl.platform)
-        return plan_library(src, nl.name, nl.version, requires=[str(r) for r in nl.requires]), note
+        return plan_library(src, nl.name, nl.version, requires=[str(r) for r in nl.requires],
+                            license=nl.license), note
     except (ELFError, ValueError, DllregError) as exc:
         raise DevendorError(f"{where}: cannot package it as {nl.name} {nl.version}: {exc}") from None
 

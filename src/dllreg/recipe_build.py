@@ -160,6 +160,7 @@ def planned_library(recipe: Recipe, wheel: Path, outdir: Path) -> tuple[LibraryP
     """The recipe's library made from its downloaded source ``wheel`` (ABI checked), and the
     library wheel it will be once written to ``outdir``: devendor plans with it first."""
     source, version = recipe_source(recipe, wheel)
-    plan = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires])
+    plan = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires],
+                        license=recipe.license)
     check_abi(recipe, plan)
     return plan, library_wheel_of_plan(plan, outdir / plan.wheel_name)

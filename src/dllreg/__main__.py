@@ -100,13 +100,20 @@ def _pkg_config(a: argparse.Namespace, out: TextIO) -> int:
         raise LibraryNotFound(
             f"library {name} is not installed in any site directory of {sys.executable}; "
             f'pip install "dllreg-lib-{name}"')
-    if a.pc_path or not lib.manifest.pkgconfig:
+    generated = lib.provider.startswith("pypi:") and not lib.manifest.pkgconfig
+    if a.pc_path or not (lib.manifest.pkgconfig or generated):
         if not lib.manifest.pkgconfig:
             raise LibraryNotFound(f"library {name} at {lib.directory} ships no pkg-config file")
         print(lib.file_path(lib.manifest.pkgconfig).parent, file=out)
         return 0
-    pc = lib.file_path(lib.manifest.pkgconfig)
-    variables, fields = parse_pc(pc.read_text(encoding="utf-8"), str(pc.parent), str(pc))
+    if generated:  # a PyPI wheel without a .pc of its own: the flags its recipe gives
+        from .wheelprovider import provider_pc
+
+        text, pc = provider_pc(lib), lib.directory / f"{name}.pc"
+    else:
+        pc = lib.file_path(lib.manifest.pkgconfig or "")
+        text = pc.read_text(encoding="utf-8")
+    variables, fields = parse_pc(text, str(pc.parent), str(pc))
     if a.modversion:
         print(fields.get("Version", ""), file=out)
     elif a.variable:

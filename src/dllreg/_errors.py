@@ -3,8 +3,9 @@
 import os
 
 
-def _fix(name, spec):
-    return 'pip install "dllreg-lib-%s%s"' % (name, spec)
+def _fix(name, spec, pip=""):
+    # pip: the requirement the consumer's stub names (a PyPI provider's, docs/registry.md)
+    return 'pip install "%s"' % pip if pip else 'pip install "dllreg-lib-%s%s"' % (name, spec)
 
 
 def _listing(directory):
@@ -41,12 +42,12 @@ def describe_failure(kind, user, name, spec, **facts):
     if kind == "integrity":
         return ("%s, but %s does not match the sha256 in its manifest (modified, truncated or "
                 "replaced after install; DLLREG_VERIFY=1). Reinstall it: %s --force-reinstall" % (
-                    head, facts["path"], _fix(name, spec)))
+                    head, facts["path"], _fix(name, spec, facts.get("pip"))))
     if kind == "cycle":
         return "native library requirements form a cycle: %s" % " -> ".join(facts["chain"])
     if kind == "unreadable":
         return "%s, but its manifest %s is unreadable (%s). Reinstall it: %s --force-reinstall" % (
-            head, facts["manifest"], facts["error"], _fix(name, spec))
+            head, facts["manifest"], facts["error"], _fix(name, spec, facts.get("pip")))
     if kind == "load":
         error, path = facts["error"], facts["path"]
         detail = str(error)
@@ -59,12 +60,15 @@ def describe_failure(kind, user, name, spec, **facts):
         elif code == 193:
             detail += "; the file is not a DLL for this Python's architecture"
         return "%s: loading %s failed: %s. Reinstall it: %s --force-reinstall" % (
-            head, path, detail, _fix(name, spec))
+            head, path, detail, _fix(name, spec, facts.get("pip")))
     seen, dirs = facts["seen"], facts["dirs"]
     if seen:
         found = "found only %s, which does not satisfy %s" % (
             "; ".join("%s %s at %s" % (name, v, d) for v, d in seen), spec or "any version")
     else:
         found = "it is not installed"
-    return "%s, but %s (looked for dllreg.libs/%s/MANIFEST in: %s). Fix: %s" % (
-        head, found, name, ", ".join(dirs) or "-", _fix(name, spec))
+    where = "dllreg.libs/%s/MANIFEST" % name
+    if facts.get("pip"):
+        where += " or the files of %s" % facts["pip"].split(";")[0]
+    return "%s, but %s (looked for %s in: %s). Fix: %s" % (
+        head, found, where, ", ".join(dirs) or "-", _fix(name, spec, facts.get("pip")))

@@ -22,6 +22,11 @@ _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.
 # first need: a successful import only reads its few compressed kilobytes from the .pyc.
 # dllreg's own copy has it as code.
 _COLD = None
+# The generated stub's footer sets this: name -> where a PyPI wheel installed as it is keeps
+# the library (docs/stub.md): (dist-info stem, release parts of its version that are the
+# library's, 0 for all; its files relative to the site directory; their runtime names;
+# the library's Requires as (name, specifier); the pip requirement to suggest).
+_PYPI = {}
 
 
 def __getattr__(name):
@@ -127,6 +132,34 @@ def _manifest(lib_dir, provider):
     return version, libs, paths[:len(libs)], reqs, paths[len(libs):]
 
 
+def _wheel_copy(base, layout):
+    # A PyPI wheel's own files (a recipe's [pypi.FAMILY]): the version is in the name of pip's
+    # <stem>-<version>.dist-info in the same site directory; nothing is imported or parsed
+    # beyond that name. Returns what _manifest returns, with the copy's directory first.
+    # FileNotFoundError without a dist-info (not installed by pip: not a copy), ValueError
+    # for two of them or a version the rule cannot cut.
+    stem, n, files, names, reqs = layout[:5]
+    found = None
+    for entry in os.listdir(base):
+        if entry[-10:] == ".dist-info" and entry.partition("-")[0].lower().replace(".", "_") == stem:
+            if found is not None:
+                raise ValueError("two dist-info directories for %s: %s, %s" % (stem, found, entry))
+            found = entry
+    if found is None:
+        raise FileNotFoundError(base + stem + "-*.dist-info")
+    version = found[len(stem) + 1:-10]
+    if n:
+        parts = version.partition("+")[0].split(".")[:n]
+        if len(parts) < n or not "".join(parts).isdigit() or "" in parts:
+            raise ValueError("%s: the library version is its first %d release parts" % (found, n))
+        version = ".".join(parts)
+    libs, paths = [], []
+    for rel, runtime_name in zip(files, names):
+        paths.append(base + rel.replace("/", os.sep))
+        libs.append([rel, runtime_name, ""])
+    return paths[-1].rpartition(os.sep)[0], version, libs, paths, reqs, []
+
+
 def _quick(spec, version):
     # A plain release, with or without a local label, against clauses ==, !=, <=, >=, < or >
     # of plain releases (what dllreg writes for nearly every library; devendored libraries
@@ -196,14 +229,21 @@ def _fast(st, user, name, spec, own_site, chain):
         return True
     if name in chain:
         return False
+    pypi = _PYPI.get(name)
     for site in _search_dirs(own_site, sys.path):
-        base = site.rstrip(_SEPS) + os.sep + "dllreg.libs" + os.sep + name
-        for suffix in (".conda", ".system", ""):
-            lib_dir = base + suffix
-            if suffix and not os.access(lib_dir, os.F_OK):  # registrations are rare: no
+        base = site.rstrip(_SEPS) + os.sep
+        for suffix in (".conda", ".system", ".pypi", ""):
+            lib_dir = base + "dllreg.libs" + os.sep + name + suffix
+            if suffix == ".pypi":  # one stat per site directory, and only for such libraries
+                if pypi is None or not os.access(base + pypi[2][0], os.F_OK):
+                    continue
+            elif suffix and not os.access(lib_dir, os.F_OK):  # registrations are rare: no
                 continue  # exception to build for each missing one
             try:
-                version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, suffix)
+                if suffix == ".pypi":
+                    lib_dir, version, libs, paths, reqs, dll_dirs = _wheel_copy(base, pypi)
+                else:
+                    version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, suffix)
             except (FileNotFoundError, NotADirectoryError):  # no copy; a zip or a file
                 continue
             except Exception:
@@ -289,14 +329,14 @@ def _say(msg):
 
 def _preference():
     # DLLREG_PREFER: providers listed first, the rest in the default order conda, system,
-    # wheel, vendored (names.preference; kept in step by a test). Returns the folder suffixes
+    # pypi, wheel, vendored (names.preference; kept in step by a test). Returns the folder suffixes
     # tried in each site directory ('' is the wheel's copy) and whether a package's own
     # vendored copy comes before every site directory (else after all of them).
-    default = ["conda", "system", "wheel", "vendored"]
+    default = ["conda", "system", "pypi", "wheel", "vendored"]
     listed = [w.strip().lower() for w in os.environ.get("DLLREG_PREFER", "").split(",")]
     if "registry" in listed:
         i = listed.index("registry")
-        listed[i:i + 1] = default[:3]
+        listed[i:i + 1] = default[:4]
     order = [w for w in dict.fromkeys(listed) if w in default]
     order += [p for p in default if p not in order]
     return (tuple("" if p == "wheel" else "." + p for p in order if p != "vendored"),
@@ -334,6 +374,24 @@ def _sha256(path):
     return h.hexdigest()
 
 
+def _record_sha256(base, stem, rel):
+    # The hex sha256 pip's RECORD gives a PyPI provider's file (DLLREG_VERIFY=1 only).
+    import binascii
+
+    for entry in os.listdir(base):
+        if entry[-10:] == ".dist-info" and entry.partition("-")[0].lower().replace(".", "_") == stem:
+            try:
+                with open(base + entry + os.sep + "RECORD", encoding="utf-8") as f:
+                    for line in f:
+                        path, _, rest = line.partition(",")
+                        if path == rel and rest.startswith("sha256="):
+                            raw = rest[7:].partition(",")[0].replace("-", "+").replace("_", "/")
+                            return binascii.a2b_base64(raw + "=" * (-len(raw) % 4)).hex()
+            except (OSError, ValueError):
+                pass
+    return None  # no RECORD entry: verification fails
+
+
 def _require(st, user, name, spec, own_site, chain, vendored=None):
     rec = st.loaded.get(name)
     if rec is not None:
@@ -346,22 +404,34 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
     if name in chain:
         raise _fail(user, "cycle", name=name, spec=spec, chain=[*chain, name])
     seen = []
+    pypi = _PYPI.get(name)
+    pip = pypi[5] if pypi else ""
     for site, provider, is_vendored in _candidates(st, own_site, vendored):
-        lib_dir = site.rstrip(_SEPS) + os.sep + "dllreg.libs" + os.sep + name + provider
+        if provider == ".pypi" and pypi is None:
+            continue  # no recipe names a PyPI wheel for this library
+        base = site.rstrip(_SEPS) + os.sep
+        lib_dir = base + "dllreg.libs" + os.sep + name + provider
         manifest = lib_dir + os.sep + "MANIFEST"
         try:
-            version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, provider)
+            if provider != ".pypi":
+                version, libs, paths, reqs, dll_dirs = _manifest(lib_dir, provider)
+            elif not os.access(base + pypi[2][0], os.F_OK):
+                raise FileNotFoundError(base + pypi[2][0])
+            else:
+                manifest = base + pypi[0] + "-*.dist-info"
+                lib_dir, version, libs, paths, reqs, dll_dirs = _wheel_copy(base, pypi)
         except (OSError, ValueError, UnicodeError) as exc:
             # No such copy, or no folder to hold one: the entry is a zip, a file, or cannot
             # be searched. Only a manifest in a folder that is there is unreadable.
             if isinstance(exc, FileNotFoundError) or (
                     isinstance(exc, OSError) and not os.path.isdir(lib_dir)):
                 if _DEBUG:
-                    _say("%s: no %s%s in %s" % (
-                        user, name, provider and " registered by " + provider[1:], site))
+                    _say("%s: no %s%s in %s" % (user, name, " from PyPI wheel " + pip.split(";")[0]
+                                                if provider == ".pypi" else provider and
+                                                " registered by " + provider[1:], site))
                 continue
             raise _fail(user, "unreadable", name=name, spec=spec, manifest=manifest,
-                        error=exc) from None
+                        error=exc, pip=pip) from None
         if _DEBUG:
             _say("%s: found %s %s at %s%s" % (user, name, version, lib_dir,
                                               " (vendored copy)" if is_vendored else ""))
@@ -377,10 +447,12 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
             add = st.add_dll_directory or os.add_dll_directory
             for directory in dll_dirs:
                 rec["dll_dirs"].append((directory, add(directory)))
-        for path, (_, runtime_name, sha256, *needed) in zip(paths, libs):
+        for path, (rel, runtime_name, sha256, *needed) in zip(paths, libs):
             needed = needed[0].split(",") if needed else []
+            if _VERIFY and provider == ".pypi":
+                sha256 = _record_sha256(base, pypi[0], rel)
             if _VERIFY and _sha256(path) != sha256:
-                raise _fail(user, "integrity", name=name, spec=spec, path=path)
+                raise _fail(user, "integrity", name=name, spec=spec, path=path, pip=pip)
             key = runtime_name.lower() if st.windows else runtime_name
             other = st.names.get(key)
             if other is not None and other != path:  # a second copy of one name: never
@@ -389,7 +461,7 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
             try:
                 rec["handles"].append(_open(st, path))
             except OSError as exc:
-                raise _fail(user, "load", name=name, spec=spec, path=path, error=exc,
+                raise _fail(user, "load", name=name, spec=spec, path=path, error=exc, pip=pip,
                             needed=needed, loaded=st.loaded, windows=st.windows) from None
             rec["paths"].append(path)
             st.names[key] = path
@@ -400,7 +472,7 @@ def _require(st, user, name, spec, own_site, chain, vendored=None):
         st.loaded[name] = rec
         return
     raise _fail(user, "missing", name=name, spec=spec, seen=seen,
-                dirs=_search_dirs(own_site, sys.path))
+                dirs=_search_dirs(own_site, sys.path), pip=pip)
 
 
 # dllreg-stub: cold end

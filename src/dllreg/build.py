@@ -20,8 +20,8 @@ from typing import Any
 from .config import ConsumerConfig, import_backend, load_config
 from .consumer import consumer_record, patch_metadata, patch_wheel
 from .editable import editable_stubs
-from .errors import BuildError
-from .names import NativeRequirement
+from .errors import BuildError, DllregError
+from .names import PYPI, NativeRequirement
 from .registry import CONSUMER_RECORD, find_library, site_dirs
 
 #: Set while the inner backend lists requirements or builds an sdist: setuptools runs
@@ -52,27 +52,48 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _pkgconfig_env(requires: Sequence[NativeRequirement]) -> dict[str, str]:
+def _choices(config: ConsumerConfig) -> dict[str, str]:
+    """Library -> the distribution that provides it (docs/pyproject.md, ``providers``)."""
+    from .recipes import load_registry
+    from .wheelprovider import resolve_choices
+
+    try:
+        return resolve_choices(config.requires, dict(config.providers), load_registry())
+    except DllregError as exc:
+        raise BuildError(f"pyproject.toml: {exc}") from None
+
+
+def _pkgconfig_env(requires: Sequence[NativeRequirement], choices: dict[str, str],
+                   pc_out: Path) -> dict[str, str]:
     """PKG_CONFIG_PATH with each required library's pkg-config directory in front, and
-    CMAKE_PREFIX_PATH with each library directory (its lib/cmake/NAME config) in front."""
+    CMAKE_PREFIX_PATH with each library directory (its lib/cmake/NAME config) in front. A
+    library a PyPI wheel provides as it is gets a ``NAME.pc`` written into ``pc_out``
+    (pointing into the wheel), next to the wheel's own pkg-config directory."""
+    from .wheelprovider import consumer_requirements, provider_pc
+
     dirs = site_dirs()
     pc_dirs = []
     prefixes = []
     for req in requires:
         lib = find_library(req.name, dirs)
+        (pip,) = consumer_requirements([req], choices)
         if lib is None:
             raise BuildError(
                 f"native library {req} is not installed in the build environment "
                 f"(searched {', '.join(map(str, dirs))}); an isolated build installs it from "
-                f"the build requirements, otherwise run: pip install \"{req.dist_requirement}\""
+                f"the build requirements, otherwise run: pip install \"{pip}\""
                 + _registry_hint(req.name))
         if not req.accepts(lib.manifest.version):
             raise BuildError(
                 f"native library {req.name} {lib.manifest.version} in the build environment "
-                f"({lib.directory}) does not satisfy {req}; run: pip install "
-                f"\"{req.dist_requirement}\""
+                f"({lib.directory}) does not satisfy {req}; run: pip install \"{pip}\""
             )
         prefixes.append(str(lib.directory))
+        if lib.provider.startswith(PYPI + ":"):
+            pc_out.mkdir(parents=True, exist_ok=True)
+            (pc_out / f"{req.name}.pc").write_text(provider_pc(lib), encoding="utf-8")
+            if str(pc_out) not in pc_dirs:
+                pc_dirs.append(str(pc_out))
         if lib.manifest.pkgconfig:
             pc_dirs.append(str(lib.file_path(lib.manifest.pkgconfig).parent))
     existing = os.environ.get("PKG_CONFIG_PATH")
@@ -99,7 +120,11 @@ def _requires_hook(hook: str, config_settings: dict[str, Any] | None, libs: bool
     inner = getattr(backend, hook, None)
     with _env(**{PHASE_VAR: "get_requires"}):
         base = list(inner(config_settings)) if inner else []
-    return base + ([r.dist_requirement for r in config.requires] if libs else [])
+    if not libs:
+        return base
+    from .wheelprovider import consumer_requirements
+
+    return base + consumer_requirements(config.requires, _choices(config))
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
@@ -125,17 +150,21 @@ def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = N
     return name
 
 
-def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement]) -> None:
+def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement],
+                        choices: dict[str, str]) -> None:
     meta = directory / "METADATA"
-    meta.write_text(patch_metadata(meta.read_text(encoding="utf-8"), requires), encoding="utf-8")
+    meta.write_text(patch_metadata(meta.read_text(encoding="utf-8"), requires, choices),
+                    encoding="utf-8")
     (directory / CONSUMER_RECORD).write_text(consumer_record(requires, []), encoding="utf-8")
 
 
 def _prepare(hook: str, metadata_directory: str, config_settings: dict[str, Any] | None) -> str:
     config, backend = _setup()
-    with _env(**_pkgconfig_env(config.active_requires())):
+    choices = _choices(config)
+    with tempfile.TemporaryDirectory(prefix="dllreg-build-") as tmp, \
+            _env(**_pkgconfig_env(config.active_requires(), choices, Path(tmp, "pkgconfig"))):
         name = str(getattr(backend, hook)(metadata_directory, config_settings))
-    _patch_metadata_dir(Path(metadata_directory, name), config.requires)
+    _patch_metadata_dir(Path(metadata_directory, name), config.requires, choices)
     return name
 
 
@@ -167,10 +196,11 @@ def __getattr__(name: str) -> Any:
 def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | None) -> str:
     config, backend = _setup()
     active = config.active_requires()
+    choices = _choices(config)
     with tempfile.TemporaryDirectory(prefix="dllreg-build-") as tmp:
         # metadata_directory is not passed on: the inner backend's own metadata is patched
         # the same way below, so both paths give the same METADATA.
-        with _env(**_pkgconfig_env(active)):
+        with _env(**_pkgconfig_env(active, choices, Path(tmp, ".dllreg-pkgconfig"))):
             try:
                 name = str(getattr(backend, hook)(tmp, config_settings))
             except Exception as exc:  # the inner error stays as it is; dllreg adds context
@@ -185,7 +215,7 @@ def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | No
         # An editable wheel does not carry the package sources: its stubs live in the source
         # tree or come with a finder of their own (editable.py); only its metadata is patched.
         return patch_wheel(Path(tmp, name), Path(wheel_directory), config.requires, active,
-                           with_stubs=hook == "build_wheel", extra=extra).name
+                           with_stubs=hook == "build_wheel", extra=extra, choices=choices).name
 
 
 def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .binary import BinaryInfo
 from .errors import DllregError
-from .names import DEFAULT_PREFERENCE, NativeRequirement
+from .names import DEFAULT_PREFERENCE, EXTERNAL_PROVIDERS, PYPI, NativeRequirement
 from .registry import BadRegistration, Consumer, InstalledLibrary
 
 
@@ -107,7 +107,8 @@ def _pip_view_problems(libraries: Sequence[InstalledLibrary],
     registration wrote for something no longer registered (pip would skip a needed install):
     what a writer killed between its two steps leaves; the next register/unregister heals it."""
     out = []
-    registered = {(lib.site, lib.manifest.name) for lib in libraries if lib.manifest.external}
+    registered = {(lib.site, lib.manifest.name) for lib in libraries
+                  if lib.provider in EXTERNAL_PROVIDERS}
     for site, name in sorted(registered):
         if name not in dist_infos.get(site, {}):
             out.append(Problem(
@@ -149,7 +150,11 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
         m = lib.manifest
         subject = f"library {m.name} {m.version}"
         fix = f'pip install --force-reinstall "dllreg-lib-{m.name}=={m.version}"'
-        if m.external:
+        pypi = m.provider.startswith(PYPI + ":")
+        if pypi:  # a PyPI wheel installed as it is: pip's files, checked against its RECORD
+            subject += f" (provided by {m.provider})"
+            fix = f'pip install --force-reinstall "{m.source.replace(" ", "==")}"'
+        elif m.external:
             subject += f" (registered by {m.provider})"
             fix = (f"the {m.provider} provider changed or removed it (an upgrade?): register it "
                    f"again, or python -m dllreg unregister --name {m.name} --provider {m.provider}")
@@ -159,7 +164,7 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
             if not path.is_file():
                 problems.append(Problem(subject, f"file {path} listed in its manifest is missing",
                                         fix))
-            elif verify and hasher(path) != f.sha256:
+            elif verify and not pypi and hasher(path) != f.sha256:  # pypi: RECORD, below
                 problems.append(Problem(
                     subject, f"file {path} does not match the sha256 in its manifest "
                     "(modified, truncated or replaced after install)", fix))
@@ -176,7 +181,7 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
         if unknown:
             problems.append(Problem("DLLREG_PREFER", f"unknown provider(s) {', '.join(unknown)} "
                                     "(the stub ignores them)", "use a comma-separated list of "
-                                    "conda, system, wheel, vendored, registry", "warning"))
+                                    "conda, system, pypi, wheel, vendored, registry", "warning"))
     for lib in libraries:
         first = libs[lib.manifest.name]
         if lib is not first and lib.manifest.version != first.manifest.version:

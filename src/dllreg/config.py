@@ -12,15 +12,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from .errors import ConfigError, DllregError
-from .names import NativeRequirement
+from .names import NativeRequirement, library_name
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-_KEYS = {"backend", "backend-path", "requires"}
+_KEYS = {"backend", "backend-path", "requires", "providers"}
 _EXAMPLE = """[tool.dllreg]
 backend = "setuptools.build_meta"
 requires = ["openblas>=0.3"]"""
@@ -31,6 +33,9 @@ class ConsumerConfig:
     backend: str
     backend_path: tuple[str, ...]
     requires: tuple[NativeRequirement, ...]
+    #: library -> the distribution that must provide it (docs/pyproject.md); checked against
+    #: the recipes by the backend
+    providers: tuple[tuple[str, str], ...] = ()
 
     def active_requires(self) -> tuple[NativeRequirement, ...]:
         """Requirements whose marker holds for this build's interpreter and platform."""
@@ -77,7 +82,18 @@ def parse_config(pyproject: dict[str, Any]) -> ConsumerConfig:
             raise _fail(f"requires[{i}]", f"library {req.name} is listed twice",
                         "merge the two specifiers into one entry")
         requires.append(req)
-    return ConsumerConfig(backend.strip(), tuple(backend_path), tuple(requires))
+    raw_providers = table.get("providers", {})
+    if not isinstance(raw_providers, dict) or not all(
+            isinstance(v, str) and v.strip() for v in raw_providers.values()):
+        raise _fail("providers", "must be a table of library = distribution name",
+                    'e.g. providers = {openblas = "dllreg-lib-openblas"}')
+    providers = []
+    for key, value in raw_providers.items():
+        try:
+            providers.append((library_name(key), canonicalize_name(value.strip())))
+        except DllregError as exc:
+            raise _fail(f"providers.{key}", str(exc), 'e.g. openblas = "scipy-openblas32"') from None
+    return ConsumerConfig(backend.strip(), tuple(backend_path), tuple(requires), tuple(providers))
 
 
 def load_config(source_dir: Path) -> ConsumerConfig:

@@ -27,6 +27,7 @@ from .names import NativeRequirement
 from .registry import CONSUMER_RECORD
 from .stub import IMPORT_LINE, STUB_FILE, STUB_MODULE, render_stub
 from .wheelfile import WheelWriter, open_wheel, read_member, safe_members
+from .wheelprovider import consumer_requirements
 
 _EXT = re.compile(r"\.(so|pyd)$|\.(cpython|abi3|pypy)[^/]*\.so$")
 _DATA_LIB = re.compile(r"^[^/]+\.data/(purelib|platlib)/")
@@ -148,13 +149,14 @@ def insert_stub_import(source: str, origin: str) -> str:
     return "".join(lines[:at]) + IMPORT_LINE + "".join(lines[at:])
 
 
-def patch_metadata(text: str, requires: Sequence[NativeRequirement]) -> str:
-    """METADATA with a ``Requires-Dist`` line for each library wheel (idempotent)."""
+def patch_metadata(text: str, requires: Sequence[NativeRequirement],
+                   choices: Mapping[str, str] | None = None) -> str:
+    """METADATA with a ``Requires-Dist`` line for each library (idempotent): the distribution
+    ``choices`` names for it (a recipe's PyPI wheel), else ``dllreg-lib-NAME``."""
     head, sep, body = text.partition("\n\n")
     lines = head.splitlines()
     present = {line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")}
-    add = [f"Requires-Dist: {r.dist_requirement}" for r in requires
-           if r.dist_requirement not in present]
+    add = [f"Requires-Dist: {d}" for d in consumer_requirements(requires, choices) if d not in present]
     last = max((i for i, line in enumerate(lines) if line.startswith("Requires-Dist:")), default=-1)
     at = last + 1 if last >= 0 else len(lines)
     lines[at:at] = add
@@ -201,8 +203,8 @@ def _clean_runpaths(wheel: str, members: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def consumer_changes(wheel: str, data: Mapping[str, bytes], requires: Sequence[NativeRequirement],
-                     active: Sequence[NativeRequirement], *, with_stubs: bool = True
-                     ) -> tuple[str, dict[str, bytes]]:
+                     active: Sequence[NativeRequirement], *, with_stubs: bool = True,
+                     choices: Mapping[str, str] | None = None) -> tuple[str, dict[str, bytes]]:
     """The dist-info directory and the members to add or replace: stubs, their imports in
     ``__init__.py``, METADATA's ``Requires-Dist`` and the dllreg.json record. Pure: ``data``
     maps every member name of the wheel ``wheel`` to its bytes, in archive order."""
@@ -232,10 +234,10 @@ def consumer_changes(wheel: str, data: Mapping[str, bytes], requires: Sequence[N
             )
         text = data[member].decode("utf-8")
         changes[member] = insert_stub_import(text, f"{wheel}:{member}").encode("utf-8")
-        changes[stub_member] = render_stub(pkg, active).encode("utf-8")
+        changes[stub_member] = render_stub(pkg, active, choices).encode("utf-8")
         stubs.append(stub_member)
     meta = f"{dist_info}/METADATA"
-    changes[meta] = patch_metadata(data[meta].decode("utf-8"), requires).encode("utf-8")
+    changes[meta] = patch_metadata(data[meta].decode("utf-8"), requires, choices).encode("utf-8")
     changes[f"{dist_info}/{CONSUMER_RECORD}"] = consumer_record(requires, stubs).encode()
     return dist_info, changes
 
@@ -260,7 +262,8 @@ def write_members(out: Path, dist_info: str, members: Iterable[OutMember]) -> Pa
 
 def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
                 active: Sequence[NativeRequirement], *, with_stubs: bool = True,
-                extra: dict[str, bytes] | None = None) -> Path:
+                extra: dict[str, bytes] | None = None, choices: Mapping[str, str] | None = None
+                ) -> Path:
     """Write the consumer wheel for ``src`` into ``dst_dir`` (same file name).
 
     ``requires`` go to the metadata (with markers, for pip); ``active`` are those whose
@@ -270,7 +273,8 @@ def patch_wheel(src: Path, dst_dir: Path, requires: Sequence[NativeRequirement],
         infos = [i for i in safe_members(zf, str(src)) if not i.is_dir()]
         data = {i.filename: read_member(zf, i, str(src)) for i in infos}
     names = [i.filename for i in infos]
-    dist_info, changes = consumer_changes(src.name, data, requires, active, with_stubs=with_stubs)
+    dist_info, changes = consumer_changes(src.name, data, requires, active, with_stubs=with_stubs,
+                                          choices=choices)
     changes.update(extra or {})
     changes.update(_clean_runpaths(src.name, {n: data[n] for n in names if n not in changes}))
     by_name = {i.filename: i for i in infos}

@@ -23,10 +23,14 @@ REGISTRY_DIR = "dllreg.libs"
 #: conda or the operating system. External registrations live in ``NAME.PROVIDER`` folders.
 WHEEL = "wheel"
 EXTERNAL_PROVIDERS = ("conda", "system")
+#: A PyPI wheel installed as it is that a recipe names as a provider (``[pypi.FAMILY]``,
+#: docs/registry.md); shown as ``pypi:<dist>``.
+PYPI = "pypi"
 #: Default preference among copies in one site directory (docs/providers.md): what the
 #: environment manager or the user registered explicitly comes before a wheel's copy, so the
-#: process shares the library with the environment's other packages.
-DEFAULT_PREFERENCE = ("conda", "system", WHEEL)
+#: process shares the library with the environment's other packages; a PyPI provider's own
+#: files come before a dllreg-lib copy, because other packages load those files too.
+DEFAULT_PREFERENCE = ("conda", "system", PYPI, WHEEL)
 
 
 def registry_folder(name: str, provider: str = WHEEL) -> str:

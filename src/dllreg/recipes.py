@@ -120,6 +120,30 @@ class WheelSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class WheelProvider:
+    """A PyPI wheel installed as it is that provides the library (``[pypi.FAMILY]``): its
+    files relative to the install root (the site directory), in load order."""
+
+    family: str
+    dist: str  # canonical distribution name, e.g. scipy-openblas32
+    libraries: tuple[str, ...]  # '/'-separated, relative to the site directory; load order
+    runtime_names: tuple[str, ...]  # [abi.FAMILY] runtime-names, one per library
+    include: tuple[str, ...] = ()  # header directories
+    pkgconfig: str | None = None  # the wheel's own .pc file, if it ships one
+    version: str = "wheel"  # as WheelSource.version
+
+    @property
+    def stem(self) -> str:
+        """The dist-info stem pip writes: ``scipy_openblas32`` (-> scipy_openblas32-V.dist-info)."""
+        return self.dist.replace("-", "_")
+
+    @property
+    def label(self) -> str:
+        """The provider as ``list`` and ``show`` name it: ``pypi:scipy-openblas32``."""
+        return "pypi:" + self.dist
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     name: str
     depurl: DepURL
@@ -134,6 +158,11 @@ class Recipe:
     conda_forge: tuple[str, ...] = ()
     debian: tuple[str, ...] = ()
     notes: str = ""
+    pypi: tuple[WheelProvider, ...] = ()
+
+    def pypi_for(self, family: str) -> WheelProvider | None:
+        """The PyPI wheel that provides this library on ``family``, as installed, if any."""
+        return next((p for p in self.pypi if p.family == family), None)
 
     def abi_for(self, family: str) -> Abi | None:
         return next((a for a in self.abi if a.family == family), None)
@@ -201,7 +230,7 @@ class _Table:
 def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
     """Validate one recipe file's parsed TOML (the schema is in docs/registry.md)."""
     top = _Table(path, "", data, {"name", "depurl", "summary", "license", "conda-forge", "debian", "abi"},
-                 {"aliases", "provides", "requires", "notes", "source"})
+                 {"aliases", "provides", "requires", "notes", "source", "pypi"})
     try:
         name = library_name(top.text("name"))
     except DllregError as exc:
@@ -238,6 +267,7 @@ def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
             if not re.fullmatch(r"wheel(:[1-9])?", rule):
                 raise t.error("version", f"{rule!r}: must be \"wheel\" or \"wheel:N\" (N = 1..9)")
             sources.append(WheelSource(fam, req, t.texts("files", True), rule))
+    pypi = _wheel_providers(top, data, abis) if "pypi" in data else ()
     requires = []
     for i, raw in enumerate(top.texts("requires")):
         try:
@@ -246,7 +276,41 @@ def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
             raise top.error(f"requires[{i}]", str(exc)) from None
     return Recipe(name, top.depurls("depurl")[0], top.text("summary"), top.text("license"), tuple(abis),
                   path, top.depurls("aliases"), top.depurls("provides"), tuple(requires), tuple(sources),
-                  top.texts("conda-forge"), top.texts("debian"), top.text("notes"))
+                  top.texts("conda-forge"), top.texts("debian"), top.text("notes"), pypi)
+
+
+def _relpath(t: _Table, key: str, value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or "\\" in value or ":" in value or any(p in ("", ".", "..") for p in parts):
+        raise t.error(key, f"{value!r}: must be relative to the wheel's install root, '/'-separated, "
+                      "without '.' or '..' (e.g. scipy_openblas32/lib/libscipy_openblas.so)")
+    return value
+
+
+def _wheel_providers(top: _Table, data: dict[str, Any], abis: list[Abi]) -> tuple[WheelProvider, ...]:
+    out = []
+    pypi_t = top.sub("pypi", set(), set(FAMILIES))
+    for fam in (f for f in FAMILIES if f in pypi_t.data):
+        t = pypi_t.sub(fam, {"dist", "libraries"}, {"include", "pkgconfig", "version"})
+        abi = next((a for a in abis if a.family == fam), None)
+        if abi is None:
+            raise t.error("", f"has no matching [abi.{fam}] naming its runtime names")
+        dist, rule = t.text("dist"), t.text("version", "wheel")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", dist):
+            raise t.error("dist", f"{dist!r}: must be a distribution name (PEP 508), e.g. scipy-openblas32")
+        if canonicalize_name(dist).startswith("dllreg-lib-"):
+            raise t.error("dist", f"{dist!r}: a dllreg-lib-* wheel is not a PyPI provider; "
+                          "describe the wheel that ships the library as it is")
+        if not re.fullmatch(r"wheel(:[1-9])?", rule):
+            raise t.error("version", f"{rule!r}: must be \"wheel\" or \"wheel:N\" (N = 1..9)")
+        libs = tuple(_relpath(t, f"libraries[{i}]", v) for i, v in enumerate(t.texts("libraries", True)))
+        if len(libs) != len(abi.runtime_names):
+            raise t.error("libraries", f"lists {len(libs)} files, but [abi.{fam}] runtime-names has "
+                          f"{len(abi.runtime_names)}: give one file per runtime name, in the same order")
+        include = tuple(_relpath(t, f"include[{i}]", v) for i, v in enumerate(t.texts("include")))
+        pc = _relpath(t, "pkgconfig", t.text("pkgconfig")) if "pkgconfig" in t.data else None
+        out.append(WheelProvider(fam, canonicalize_name(dist), libs, abi.runtime_names, include, pc, rule))
+    return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .errors import DllregError, ManifestError
 from .manifest import MANIFEST_NAME, Manifest
 from .names import (
     EXTERNAL_PROVIDERS,
+    PYPI,
     REGISTRY_DIR,
     WHEEL,
     NativeRequirement,
@@ -128,22 +129,43 @@ def prefer() -> tuple[str, ...]:
     return preference(os.environ.get("DLLREG_PREFER"))
 
 
+def _pypi_copy(name: str, site: Path) -> InstalledLibrary | None:
+    """The copy of ``name`` a PyPI wheel provider installed as it is in ``site``, if any."""
+    from .wheelprovider import host_providers, provider_home, wheel_manifest
+
+    hit = host_providers().get(name)
+    manifest = wheel_manifest(*hit, site) if hit else None
+    return InstalledLibrary(manifest, provider_home(site, hit[1]), site) if hit and manifest else None
+
+
 def installed_libraries(dirs: Sequence[Path]) -> tuple[list[InstalledLibrary], list[DllregError]]:
     """Every library in every site dir, in search order (shadowed copies included; within a
     site, the providers in preference order), and the manifests that could not be read."""
+    from .wheelprovider import host_providers
+
     found: list[InstalledLibrary] = []
     errors: list[DllregError] = []
     rank = {p: i for i, p in enumerate(prefer())}
     for site in dirs:
+        pypi: dict[str, InstalledLibrary] = {}
+        for name in host_providers():
+            try:
+                if (copy := _pypi_copy(name, site)) is not None:
+                    pypi[name] = copy
+            except DllregError as exc:
+                errors.append(exc)
         root = site / REGISTRY_DIR
         try:
             folders = os.listdir(root)
         except OSError:
-            continue
-        entries = sorted((np[0], rank[np[1]], f) for f in folders
-                         if (np := folder_provider(f)) is not None)
-        for _, _, folder in entries:
-            if (root / folder / MANIFEST_NAME).exists():
+            folders = []
+        entries = sorted([(np[0], rank[np[1]], f) for f in folders
+                          if (np := folder_provider(f)) is not None]
+                         + [(name, rank[PYPI], "") for name in pypi])
+        for name, _, folder in entries:
+            if not folder:
+                found.append(pypi[name])
+            elif (root / folder / MANIFEST_NAME).exists():
                 try:
                     found.append(read_library(root / folder))
                 except DllregError as exc:
@@ -157,6 +179,10 @@ def find_library(name: str, dirs: Sequence[Path]) -> InstalledLibrary | None:
     """The first installed copy of ``name`` in search order, as the stub would see it."""
     for site in dirs:
         for provider in prefer():
+            if provider == PYPI:
+                if (copy := _pypi_copy(name, site)) is not None:
+                    return copy
+                continue
             directory = site / REGISTRY_DIR / registry_folder(name, provider)
             if (directory / MANIFEST_NAME).is_file():
                 return read_library(directory)
@@ -262,6 +288,11 @@ def installed_record(lib: InstalledLibrary) -> list[tuple[Path, str]]:
     """(file, 'sha256=<urlsafe b64>') for every file pip recorded under the library's
     directory, from its ``dllreg_lib_NAME-*.dist-info/RECORD``: the manifest included, so an
     edited manifest shows up too. Empty when no RECORD is found (not installed by pip)."""
+    if lib.provider.startswith(PYPI + ":"):  # a PyPI wheel installed as it is: its own RECORD
+        from .wheelprovider import host_providers, record_files
+
+        hit = host_providers().get(lib.manifest.name)
+        return record_files(lib.site, hit[1]) if hit else []
     stem = "dllreg_lib_" + lib.manifest.name.replace("-", "_")
     out = []
     for record in sorted(lib.site.glob(f"{stem}-*.dist-info/RECORD")):

@@ -75,9 +75,10 @@ INIT = "from ._ext import total\n"
 
 # Runs in python.exe. FRONT: entries put first on sys.path (the relative plants); OTHER:
 # packages imported before the consumer (one adds a DLL directory); MODE: "stub" imports the
-# consumer, "pyd" loads its extension without the stub (as CPython's importer would),
-# "ctypes0" loads libqsum.dll by name with plain LoadLibraryExW(name, 0, 0) (the pre-3.8 search:
-# the application directory, system directories, the current directory, PATH).
+# consumer PKG (a package with a total() function), "pyd" loads its extension without the
+# stub (as CPython's importer would), "ctypes0" loads libqsum.dll by name with plain
+# LoadLibraryExW(name, 0, 0) (the pre-3.8 search: the application directory, system
+# directories, the current directory, PATH).
 PROBE = winpython.LOADED_MODULES + r"""
 import json, os, sys
 sys.path[:0] = FRONT
@@ -86,8 +87,7 @@ for name in OTHER:
 total, err = None, ""
 try:
     if MODE == "stub":
-        import cpkg
-        total = cpkg.total(100)
+        total = __import__(PKG).total(100)
     elif MODE == "pyd":
         import importlib.util
         spec = importlib.util.spec_from_file_location("_ext", PYD)
@@ -97,7 +97,7 @@ try:
         total = ctypes.WinDLL("libqsum.dll", winmode=0).qsum(100)
 except (ImportError, OSError) as e:
     err = type(e).__name__ + ": " + str(e)
-cpkg_file = getattr(sys.modules.get("cpkg"), "__file__", None)
+cpkg_file = getattr(sys.modules.get(PKG), "__file__", None)
 print(json.dumps({"total": total, "err": err, "sys_path": sys.path, "isolated": sys.flags.isolated,
                   "cpkg_file": cpkg_file,
                   "mods": [m for m in loaded_modules() if "libqsum" in m.lower()],
@@ -106,8 +106,8 @@ print(json.dumps({"total": total, "err": err, "sys_path": sys.path, "isolated": 
 
 
 def probe_code(*, mode: str = "stub", front: list[str] | None = None, other: list[str] | None = None,
-               markers: Path, pyd: Path | None = None) -> str:
-    head = (f"FRONT = {front or []!r}\nOTHER = {other or []!r}\nMODE = {mode!r}\n"
+               markers: Path, pyd: Path | None = None, pkg: str = "cpkg") -> str:
+    head = (f"FRONT = {front or []!r}\nOTHER = {other or []!r}\nMODE = {mode!r}\nPKG = {pkg!r}\n"
             f"MARKERS = {winpath(markers)!r}\nPYD = {winpath(pyd) if pyd else ''!r}\n")
     return head + PROBE
 
@@ -129,7 +129,7 @@ def consumer_wheel(tmp: Path, py: WinPython, flags: tuple[str, ...], out: Path) 
     return patch_wheel(inner, out, req, req)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def house(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip's --find-links: the qsum library wheel and a cpkg consumer wheel per interpreter."""
     tmp = tmp_path_factory.mktemp("winpy-wheels")
@@ -223,8 +223,9 @@ class Installed:
         return doc
 
 
-def same_path(a: object, b: Path) -> bool:
-    return isinstance(a, str) and a.lower() == winpath(b).lower()
+def same_path(a: object, b: Path | str) -> bool:
+    """``a`` (a path python.exe reported) names ``b`` (a host path, or a Windows one)."""
+    return isinstance(a, str) and a.lower() == (winpath(b) if isinstance(b, Path) else b).lower()
 
 
 @pytest.fixture(scope="module", params=MINORS, ids=[f"cp{m.replace('.', '')}" for m in MINORS])

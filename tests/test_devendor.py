@@ -14,7 +14,7 @@ import pytest
 from conftest import gcc_shared, has_gcc, run
 from dllreg.__main__ import main
 from dllreg.devendor import plan_devendor
-from dllreg.devendor_facts import derived_identity, unmangle
+from dllreg.devendor_names import derived_names, no_downgrade, split_abi, unmangle, upstream_versions
 from dllreg.devendor_read import DevendorError, read_input_wheel, read_library_wheel
 from dllreg.devendor_write import build_outputs, set_soname
 from dllreg.libwheel import plan_library, read_source, write_library_wheel
@@ -133,18 +133,55 @@ def test_unmangle(filename: str, plain: str) -> None:
     assert unmangle(filename) == plain
 
 
-@pytest.mark.parametrize("filename,name,release", [
-    ("libfoo-1a2b3c4d.so.1.2.3", "foo", "1.2.3"),
-    ("libgfortran-040039e1-0352e75f.so.5.0.0", "gfortran", "5.0.0"),
-    ("libscipy_openblas64_-32a4b2a6.so", "scipy-openblas64", "0"),
-    ("msvcp140-a4c2229bdc2a2a630acdc095b4d86008.dll", "msvcp140", "0"),
+@pytest.mark.parametrize("plain,stem,major", [
+    ("libcrypto.so.3", "libcrypto", "3"),
+    ("libpng16.so.16.58.0", "libpng16", "16"),
+    ("libopenblasp-r0.3.3.so", "libopenblasp-r0.3.3", ""),
+    ("libscipy_openblas64_.so", "libscipy_openblas64_", ""),
+    ("libgfortran-5.dll", "libgfortran-5", ""),
 ])
-def test_derived_identity(filename: str, name: str, release: str) -> None:
-    got_name, version = derived_identity(filename, frozenset({"a", "b"}))
-    assert got_name == name and version.startswith(release + "+s")
-    # the label is the exported symbols' digest: equal sets, equal versions; else different
-    assert derived_identity(filename, frozenset({"b", "a"}))[1] == version
-    assert derived_identity(filename, frozenset({"a"}))[1] != version
+def test_split_abi(plain: str, stem: str, major: str) -> None:
+    assert split_abi(plain)[:2] == (stem, major)
+
+
+@pytest.mark.parametrize("filename,name,runtime", [
+    # the ABI major is in the name: different majors coexist; the build tag keeps builds apart
+    ("libcrypto-5d63cd29.so.3", "crypto-3-1a2b3c4d", "libcrypto-1a2b3c4d.so.3"),
+    ("libssl-1a2b3c4d.so.1.1", "ssl-1-1a2b3c4d", "libssl-1a2b3c4d.so.1"),
+    ("libjpeg-6dc8d115.so.62.4.0", "jpeg-62-1a2b3c4d", "libjpeg-1a2b3c4d.so.62"),
+    ("libgfortran-91cc3cb1.so.3.0.0", "gfortran-3-1a2b3c4d", "libgfortran-1a2b3c4d.so.3"),
+    # auditwheel's hash before the first dot goes, the build tag takes its place
+    ("libopenblasp-r0-37b5f859.3.3.so", "openblasp-r0-3-3-1a2b3c4d", "libopenblasp-r0-1a2b3c4d.3.3.so"),
+    ("libscipy_openblas64_-32a4b2a6.so", "scipy-openblas64-1a2b3c4d", "libscipy_openblas64_-1a2b3c4d.so"),
+    ("msvcp140-a4c2229bdc2a2a630acdc095b4d86008.dll", "msvcp140-1a2b3c4d", "msvcp140-1a2b3c4d.dll"),
+])
+def test_derived_names(filename: str, name: str, runtime: str) -> None:
+    got = derived_names(unmangle(filename), "1a2b3c4d")
+    assert got == (name, runtime)
+    # un-mangling the runtime name gives back the plain name's stem and major
+    assert split_abi(unmangle(got[1]))[:2] == split_abi(unmangle(filename))[:2]
+
+
+def test_upstream_version_is_read_from_the_file() -> None:
+    blob = b"\0OPENSSL_3.5.0\0OpenSSL 3.0 compatible\0OpenSSL 3.5.8 25 Aug 2026\0"
+    got = upstream_versions(blob, "libcrypto.so.3", frozenset({"OPENSSL_3.0.0", "OPENSSL_3.5.0"}))
+    # the version node spelling is not a version string; a string below the newest node is
+    # something else; the SONAME's "3" is only the fallback
+    assert got == {"string": "3.5.8", "node": "3.5.0", "file": "3"}
+    assert upstream_versions(b"", "libzstd.so.1.5.7") == {"file": "1.5.7"}
+    assert upstream_versions(b"libcurl/8.14.1\0", "libcurl.so.4.8.0")["string"] == "8.14.1"
+    assert upstream_versions(b"libpng version 1.6.58\0", "libpng16.so.16.58.0")["string"] == "1.6.58"
+
+
+def test_no_downgrade() -> None:
+    new = {"string": "3.5.8", "node": "3.5.0", "file": "3"}
+    old = {"string": "3.5.1", "node": "3.5.0", "file": "3"}
+    assert no_downgrade(new, old) is None
+    assert no_downgrade(old, new) == "3.5.1 < 3.5.8 (by string version)"
+    # equal version nodes prove nothing (3.5.1 and 3.5.8 both define OPENSSL_3.5.0)
+    assert no_downgrade({"node": "3.5.0", "file": "3"}, {"node": "3.5.0", "file": "3"}) is not None
+    assert no_downgrade({"file": "1.5.7"}, {"file": "1.5.7"}) is None  # libtool's revision
+    assert no_downgrade({"node": "3.5.0", "file": "3"}, {"node": "3.4.0", "file": "3"}) is None
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -201,10 +238,12 @@ def test_libraries_needed_only_by_a_substituted_one_are_dropped(tmp_path: Path, 
         ("substitute", "libfoo-1a2b3c4d.so.1"), ("drop", "libbar-99aa88bb.so.2")}
     # without the substitute, both are packaged, and foo requires bar
     plan = plan_devendor([wheel], registry, [])
-    names = {lib.name: lib for lib in plan.libraries}
-    assert set(names) == {"foo", "bar"}
-    assert [r.name for r in names["foo"].requires] == ["bar"]
-    assert names["foo"].renames == (("libbar-99aa88bb.so.2", "libbar.so.2"),)
+    names = {lib.name.rsplit("-", 1)[0] if lib.name != "foo" else "foo": lib for lib in plan.libraries}
+    assert set(names) == {"foo", "bar-2"}  # foo: the recipe vouches; bar: the naming rule
+    tag = names["bar-2"].name[-8:]
+    assert names["bar-2"].runtime == f"libbar-{tag}.so.2" != "libbar-99aa88bb.so.2"
+    assert [r.name for r in names["foo"].requires] == [f"bar-2-{tag}"]
+    assert names["foo"].renames == (("libbar-99aa88bb.so.2", f"libbar-{tag}.so.2"),)
 
 
 @needs_gcc

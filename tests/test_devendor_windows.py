@@ -418,9 +418,12 @@ def test_removed_signature_is_reported(signed: str, tmp_path: Path,
         pe = _unsigned_with_checksum(ext_data)
         assert "libfoo.dll" in [e.dll.decode() for e in pe.DIRECTORY_ENTRY_IMPORT]
     else:
-        assert "libbar.dll" in [e.dll.decode() for e in ext.DIRECTORY_ENTRY_IMPORT]
-        (bar_wheel,) = out.glob("dllreg_lib_bar-*.whl")
+        # the packaged DLL's name carries its build tag: never a plain libbar.dll another
+        # provider could have loaded first (docs/devendor.md, the naming rule)
+        (bar_wheel,) = out.glob("dllreg_lib_bar_*.whl")
+        tag = bar_wheel.name.split("-")[0].rsplit("_", 1)[1]
+        assert f"libbar-{tag}.dll" in [e.dll.decode() for e in ext.DIRECTORY_ENTRY_IMPORT]
         with zipfile.ZipFile(bar_wheel) as zf:
-            (member,) = [n for n in zf.namelist() if n.endswith("libbar.dll")]
+            (member,) = [n for n in zf.namelist() if n.endswith(f"libbar-{tag}.dll")]
             pe = _unsigned_with_checksum(zf.read(member))
         assert "libfoo.dll" in [e.dll.decode() for e in pe.DIRECTORY_ENTRY_IMPORT]

@@ -160,19 +160,24 @@ def test_install_devendors_and_pip_owns_every_file(tmp_path: Path, venv: Venv) -
     summary = "installed with pip from a wheelhouse of 3 wheel(s): 1 devendored, 1 library wheel(s) packaged"
     assert summary in proc.stdout
     assert "native libraries:" in proc.stdout and f"wheelhouse: {house}" in proc.stdout
-    assert {p.name.split("-")[0] for p in house.glob("*.whl")} == {"pkga", "pkgdep", "dllreg_lib_foo"}
+    dists = {p.name.split("-")[0] for p in house.glob("*.whl")}
+    (lib,) = dists - {"pkga", "pkgdep"}
+    # no recipe: the naming rule's name, stem + ABI major + build tag, never a plain libfoo.so.1
+    assert lib.startswith("dllreg_lib_foo_1_") and len(dists) == 3
+    tag = lib.rsplit("_", 1)[1]
 
     code = "import pkga, pkgdep; print(pkga.call() + pkgdep.VALUE)\nKEYS = ('libfoo',)\n" + MAPS
     out = venv.py(code).stdout.split()
     assert out[0] == "21"
-    assert json.loads(out[1]) == [str(venv.site / "dllreg.libs" / "foo" / "lib" / "libfoo.so.1")]
+    lib_dir = venv.site / "dllreg.libs" / f"foo-1-{tag}"
+    assert json.loads(out[1]) == [str(lib_dir / "lib" / f"libfoo-{tag}.so.1")]
     assert not (venv.site / "pkga.libs").exists()
 
     listed = {d["name"].lower(): d["version"] for d in json.loads(venv.pip("list", "--format=json").stdout)}
     assert listed["pkga"] == "1.0" and listed["pkgdep"] == "2.0"
-    assert listed["dllreg-lib-foo"].startswith("1+s")
+    assert listed[f"dllreg-lib-foo-1-{tag}"] == "1"  # the file's version numbers (libfoo.so.1)
     venv.dllreg("check")
-    assert "foo" in venv.dllreg("list").stdout
+    assert f"foo-1-{tag}" in venv.dllreg("list").stdout
 
     venv.pip("uninstall", "-y", "pkga")
     assert _files_of(venv.site, "pkga") == set()

@@ -20,15 +20,16 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from . import devendor_macos as macos
-from .devendor_facts import VendoredLib, analyse, derived_identity, order, unmangle
+from .devendor_facts import VendoredLib, analyse, order
+from .devendor_names import best_version, build_tag, derived_names, split_abi, unmangle
 from .devendor_read import DevendorError, InputWheel, LibraryWheel
 from .errors import DllregError
 from .names import NativeRequirement
 from .recipe_build import platform_family
 from .recipes import Recipe, Registry
 
-__all__ = ["Decision", "DevendorError", "DevendorPlan", "NewLibrary", "WheelPlan", "derived_identity",
-           "plan_devendor", "unmangle"]
+__all__ = ["Decision", "DevendorError", "DevendorPlan", "NewLibrary", "WheelPlan", "plan_devendor",
+           "unmangle"]
 
 ACTIONS = ("substitute", "package", "drop", "keep")
 
@@ -169,32 +170,45 @@ def _substitute(lib: VendoredLib, recipe: Recipe, platform: str,
     return None, "; ".join(reasons)
 
 
-def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | None]], wheel: str,
-             shared: _Shared) -> Decision:
-    plain = unmangle(posixpath.basename(lib.runtime))
+def _identity(lib: VendoredLib, family: str,
+              matched: list[tuple[Recipe, str | None]]) -> tuple[str, str, str]:
+    """(name, version, runtime name) of a packaged copy: the naming rule (devendor_names.py), or
+    a recipe's name and runtime name when the recipe vouches for the copy."""
     base = posixpath.basename(lib.member)
-    try:
-        name, version = (macos.identity(base, lib.content) if lib.format == "macho"
-                         else derived_identity(base, lib.exported))
-    except DllregError as exc:
-        return Decision(lib.member, "keep", f"no library name can be derived from it ({exc})", lib.size)
-    runtime = plain if lib.format != "macho" else macos.runtime_name(base)
-    for r, why in matched:  # a recipe's name and runtime name, when the copy has its ABI
+    if lib.format == "macho":
+        name, version = macos.identity(base, lib.content)
+        return name, version, macos.runtime_name(base)
+    plain = unmangle(posixpath.basename(lib.runtime))
+    tag = build_tag(lib.build)
+    version = best_version(dict(lib.upstream))[1]
+    fold = str.lower if lib.format == "pe" else str
+    for r, why in matched:
         abi = r.abi_for(family)
         names = abi.runtime_names if abi else ()
-        # Only for recipes without a PyPI source: else the real library would share its name.
+        # Only a recipe without a PyPI source vouches (else the real library would share its
+        # name), and only for its own ABI major: libgfortran.so.3 is not the recipe's .so.5.
         fetchable = any(src.family == family for src in r.sources)
-        if why is None and len(names) == 1 and not fetchable and (
-                lib.format != "elf" or len(names[0]) <= len(lib.runtime)):
-            name, runtime = r.name, names[0] if lib.format != "macho" else runtime
-            break
+        if (why is None and len(names) == 1 and not fetchable
+                and fold(split_abi(names[0])[0]) == fold(split_abi(plain)[0])
+                and split_abi(names[0])[1] == split_abi(plain)[1]):
+            return r.name, f"{version}+b{tag}", names[0]
+    name, runtime = derived_names(plain, tag)
+    return name, version, runtime
+
+
+def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | None]], wheel: str,
+             shared: _Shared) -> Decision:
+    try:
+        name, version, runtime = _identity(lib, family, matched)
+    except DllregError as exc:
+        return Decision(lib.member, "keep", f"no library name can be derived from it ({exc})", lib.size)
     if lib.format == "elf" and len(runtime) > len(lib.runtime):
         return Decision(lib.member, "keep", f"its runtime name {runtime} is longer than its SONAME "
                         "(cannot be rewritten in place)", lib.size)
     same = shared.packaged.get(name)
     if same is not None:
         other, decision, origin = same
-        if other.sha256 == lib.sha256 or (other.exported == lib.exported and decision.version == version
+        if other.sha256 == lib.sha256 or (other.build == lib.build and decision.version == version
                                           and decision.runtime == runtime):
             return dataclasses.replace(decision, member=lib.member, size=lib.size,
                                        reason=f"identical to the copy in {origin}: one library wheel")

@@ -1,7 +1,7 @@
 """What a repaired wheel vendors: its libraries, who needs each, and the symbols involved.
 
 Pure (an InputWheel in, frozen dataclasses out), on top of inspect.py's resolution of needs;
-also the naming rule for vendored files (``unmangle``, ``derived_identity``, docs/devendor.md).
+with each library's build identity, upstream version and versioned symbols (devendor_names.py).
 """
 
 from __future__ import annotations
@@ -12,19 +12,14 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-from packaging.version import Version
-
 from .consumer import is_extension_module
+from .devendor_names import unmangle, upstream_versions
 from .devendor_read import DevendorError, InputWheel
 from .errors import DllregError
 from .inspect import Member, Report, inspect_binary, inspect_wheel_members
-from .names import library_name
 
-__all__ = ["VendoredLib", "analyse", "derived_identity", "order", "unmangle"]
+__all__ = ["VendoredLib", "analyse", "order", "unmangle"]
 
-# auditwheel appends -<8 hex> (sometimes twice: a library repaired again), delvewheel -<32 hex>.
-_HASHES = re.compile(r"(?:-[0-9a-f]{8}|-[0-9a-f]{32})+$")
-_SUFFIX = re.compile(r"\.(?:so(?=\.|$)|dll$|dylib$|pyd$)", re.IGNORECASE)
 _LIKE_BINARY = re.compile(r"\.(so(\.\d+)*|dll|pyd|dylib)$", re.IGNORECASE)
 
 
@@ -44,29 +39,12 @@ class VendoredLib:
     users: tuple[str, ...]  # members (any binary of the wheel) that need it
     imported: frozenset[str]  # symbols its users import from it
     content: str = ""  # Mach-O: devendor_macos.content_digest, its identity without export names
-
-
-def unmangle(filename: str) -> str:
-    """``libfoo-1a2b3c4d.so.1.2`` -> ``libfoo.so.1.2``; ``msvcp140-<32 hex>.dll`` -> ``msvcp140.dll``."""
-    m = _SUFFIX.search(filename)
-    if not m:
-        return _HASHES.sub("", filename)
-    return _HASHES.sub("", filename[:m.start()]) + filename[m.start():]
-
-
-def derived_identity(filename: str, exported: frozenset[str]) -> tuple[str, str]:
-    """(library name, version) of a vendored file that no recipe covers (docs/devendor.md)."""
-    plain = unmangle(filename)
-    m = _SUFFIX.search(plain)
-    stem, suffix = (plain[:m.start()], plain[m.end():]) if m else (plain, "")
-    if stem.lower().startswith("lib") and len(stem) > 3:
-        stem = stem[3:]
-    numbers = re.match(r"\.(\d+(?:\.\d+)*)", suffix)
-    trailing = re.search(r"[-.]?(\d+(?:\.\d+)*)$", stem) if not numbers and not m else None
-    release = numbers[1] if numbers else trailing[1] if trailing else "0"
-    name = library_name(re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", stem))
-    label = hashlib.sha256("\n".join(sorted(exported)).encode()).hexdigest()[:8]
-    return name, f"{Version(release)}+s{label}"
+    build: str = ""  # its build identity (binary/elfversions.py; PE: its code's digest)
+    upstream: tuple[tuple[str, str], ...] = ()  # devendor_names.upstream_versions, as pairs
+    nodes: frozenset[str] = frozenset()  # version nodes it defines
+    provides: frozenset[tuple[str, str | None]] = frozenset()  # (symbol, version node)
+    wanted: frozenset[tuple[str, str | None]] = frozenset()  # what its users import from it
+    wanted_nodes: frozenset[str] = frozenset()  # version nodes its users require of it
 
 
 def _members(wheel: InputWheel) -> list[Member]:
@@ -83,6 +61,34 @@ def _members(wheel: InputWheel) -> list[Member]:
         else:
             out.append(Member(m.name, len(m.data)))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Versions:
+    build: str = ""
+    nodes: frozenset[str] = frozenset()
+    provides: frozenset[tuple[str, str | None]] = frozenset()
+    imports: frozenset[tuple[str, str | None, str | None]] = frozenset()  # (symbol, node, file)
+    requires: frozenset[tuple[str, str]] = frozenset()  # (file, node)
+
+
+def _versions(data: bytes, exported: frozenset[str]) -> _Versions:
+    """Build identity and versioned symbols; PE has no symbol versions, its code is its build."""
+    if data[:4] == b"\x7fELF":
+        from .binary.elfversions import read_versions
+
+        v = read_versions(data)
+        return _Versions(v.build_id, v.defined, v.exports, v.imports, v.requires)
+    if data[:2] == b"MZ":
+        from .binary.pe import parsed
+
+        digest = hashlib.sha256()
+        with parsed(data) as pe:
+            for section in pe.sections:
+                if section.Characteristics & 0x20000000:  # IMAGE_SCN_MEM_EXECUTE
+                    digest.update(section.get_data())
+        return _Versions("text:" + digest.hexdigest(), provides=frozenset((s, None) for s in exported))
+    return _Versions()
 
 
 def _symbols(data: bytes) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
@@ -123,7 +129,10 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
         b.path in needed and not is_extension_module(b.path, data[b.path]))]
     users: dict[str, list[str]] = {b.path: [] for b in vendored}
     symbols = {b.path: _symbols(data[b.path]) for b in report.binaries}
+    versions = {b.path: _versions(data[b.path], symbols[b.path][0]) for b in report.binaries}
     imported: dict[str, set[str]] = {b.path: set() for b in vendored}
+    wanted: dict[str, set[tuple[str, str | None]]] = {b.path: set() for b in vendored}
+    nodes: dict[str, set[str]] = {b.path: set() for b in vendored}
     for b in report.binaries:
         for need in b.needs:
             if need.category == "vendored" and need.member in users:
@@ -131,9 +140,14 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
                 if b.format == "pe":
                     dll = need.name.lower()
                     imported[need.member] |= {s for d, s in symbols[b.path][1] if d == dll}
+                    wanted[need.member] |= {(s, None) for d, s in symbols[b.path][1] if d == dll}
                 else:
                     mine = symbols[need.member][0]
                     imported[need.member] |= {s for _, s in symbols[b.path][1] if s in mine}
+                    # a versioned reference names its file; an unversioned one binds by name
+                    wanted[need.member] |= {(s, node) for s, node, file in versions[b.path].imports
+                                            if file == need.name or (file is None and s in mine)}
+                    nodes[need.member] |= {n for f, n in versions[b.path].requires if f == need.name}
     libs = {}
     for b in vendored:
         needs = tuple(n.member for n in b.needs if n.category == "vendored" and n.member in users)
@@ -144,9 +158,14 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
             from .devendor_macos import content_digest
 
             content = content_digest(data[b.path])
+        v = versions[b.path]
+        plain = unmangle(posixpath.basename(runtime))
         libs[b.path] = VendoredLib(b.path, installed, runtime, b.format, b.arch, b.size,
                             hashlib.sha256(data[b.path]).hexdigest(), symbols[b.path][0], needs,
-                            tuple(dict.fromkeys(users[b.path])), frozenset(imported[b.path]), content)
+                            tuple(dict.fromkeys(users[b.path])), frozenset(imported[b.path]), content,
+                            v.build or f"macho:{content}",
+                            tuple(sorted(upstream_versions(data[b.path], plain, v.nodes).items())),
+                            v.nodes, v.provides, frozenset(wanted[b.path]), frozenset(nodes[b.path]))
     return report, libs
 
 

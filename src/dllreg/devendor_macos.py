@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from .binary.macho import is_macho
 from .binary.machopatch import change_load_dylibs, code_signed, set_install_name, variable_ranges
-from .devendor_facts import derived_identity, unmangle
+from .devendor_names import derived_names, unmangle, upstream_versions
 from .names import library_name
 
 __all__ = ["NO_SUBSTITUTE", "RESIGN", "content_digest", "identity", "library_note", "patch_consumer",
@@ -56,8 +56,9 @@ def identity(filename: str, digest: str) -> tuple[str, str]:
     the ELF/PE rule: different builds get different versions, so pip never mixes them."""
     m = _DYLIB.fullmatch(filename)
     if m is None:  # not named like a dylib: the general rule, with this label
-        name, version = derived_identity(filename, frozenset())
-        return name, f"{Version(version).public}+h{digest[:8]}"
+        plain = unmangle(filename)
+        name = derived_names(plain, "")[0]
+        return name, f"{upstream_versions(b'', plain)['file']}+h{digest[:8]}"
     stem = unmangle(m[1])  # a hash before the version numbers, should a tool add one
     stem = stem[3:] if stem.lower().startswith("lib") and len(stem) > 3 else stem
     name = library_name(re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", stem))

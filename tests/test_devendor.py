@@ -281,8 +281,12 @@ def test_set_soname_in_place(tmp_path: Path) -> None:
     data = lib.read_bytes()
     out = set_soname(data, "libfoo.so.1")
     assert read_elf(out).soname == "libfoo.so.1" and len(out) == len(data)
+    # a longer name (a loose library's libfoo.so.1 -> libfoo-<tag>.so.1) gets a new string table
+    longer = set_soname(data, "libfoo-1a2b3c4d-longer.so.1")
+    assert read_elf(longer).soname == "libfoo-1a2b3c4d-longer.so.1" and len(longer) > len(data)
+    assert read_elf(longer).exported == read_elf(data).exported
     with pytest.raises(ELFError, match="cannot become"):
-        set_soname(data, "libfoo-1a2b3c4d-longer.so.1")
+        set_soname(data, "")
 
 
 # --- the command: output, nothing to do, hostile input ----------------------------------------

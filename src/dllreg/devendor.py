@@ -202,9 +202,6 @@ def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | No
         name, version, runtime = _identity(lib, family, matched)
     except DllregError as exc:
         return Decision(lib.member, "keep", f"no library name can be derived from it ({exc})", lib.size)
-    if lib.format == "elf" and len(runtime) > len(lib.runtime):
-        return Decision(lib.member, "keep", f"its runtime name {runtime} is longer than its SONAME "
-                        "(cannot be rewritten in place)", lib.size)
     same = shared.packaged.get(name)
     if same is not None:
         other, decision, origin = same

@@ -45,7 +45,8 @@ class Outputs:
 
 
 def set_soname(data: bytes, soname: str) -> bytes:
-    """*data* with its DT_SONAME overwritten in place by a name that is not longer.
+    """*data* with its DT_SONAME overwritten in place by a name that is not longer, or pointed at
+    a new string table (elfneeded.rename_needed) for a longer one.
 
     Refused (ELFError) when other strings share the old name's bytes or no SONAME exists;
     references to the same string (verdef's base name) are renamed with it, as they should.
@@ -68,6 +69,11 @@ def set_soname(data: bytes, soname: str) -> bytes:
     new = soname.encode("utf-8", "surrogateescape")
     first = max(data.rfind(b"\0", img.strtab, start) + 1, img.strtab)
     shared = any(first <= img.strtab + ref.offset < nul for ref in img.refs if ref.offset != value)
+    if len(new) > nul - start and new and b"\0" not in new and img.exact:  # a new string table
+        from .binary.elfneeded import rename_needed
+
+        old = data[start:nul].decode("utf-8", "surrogateescape")
+        return rename_needed(data, {old: soname})
     if len(new) > nul - start or not new or b"\0" in new or shared or not img.exact:
         raise ELFError(f"the SONAME cannot become {soname!r} in place (longer, or its bytes are shared)")
     out = bytearray(data)

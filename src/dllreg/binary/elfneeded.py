@@ -22,7 +22,7 @@ from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _R
 __all__ = ["rename_needed"]
 
 _PT_LOAD, _PT_DYNAMIC, _PT_PHDR, _PF_R, _SHT_STRTAB = 1, 2, 6, 4, 3
-_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ = 0, 1, 5, 10
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME = 0, 1, 5, 10, 14
 _DT_VERDEF, _DT_VERDEFNUM, _DT_VERNEED, _DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
 _VERSION_TAGS = frozenset({_DT_VERDEF, _DT_VERDEFNUM, _DT_VERNEED, _DT_VERNEEDNUM})
 # Tags whose value is a string-table offset: NEEDED, SONAME, RPATH, RUNPATH, CONFIG, DEPAUDIT,
@@ -95,7 +95,8 @@ def _parse_dynamic(data: bytes) -> _Image | None:
         if tag == _DT_NULL:
             break
         if tag in _STRING_TAGS:
-            refs.append(_Ref(value, at + word, word) if tag == _DT_NEEDED else _Ref(value))
+            # DT_NEEDED and DT_SONAME are rewritable (devendor renames a packaged copy's SONAME)
+            refs.append(_Ref(value, at + word, word) if tag in (_DT_NEEDED, _DT_SONAME) else _Ref(value))
         elif tag in _SINGLE_TAGS or tag in _VERSION_TAGS:
             tags.setdefault(tag, value)
             tag_at.setdefault(tag, at + word)

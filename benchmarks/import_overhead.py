@@ -5,6 +5,11 @@ Builds everything in a temp dir (gcc, a throwaway venv, dllreg's own code paths,
   benchstub            extension linked -l:libbench.so.1, no rpath; __init__ imports _dlls
   benchfloor           the design floor: as benchstub, but its _dlls only dlopens the library's
                        known absolute path through _imp (what any preloading stub must cost)
+  benchpypi            as benchstub, but the library comes from a PyPI wheel installed as it is
+                       (benchwheel/lib/libbench.so.1 + benchwheel-1.0.2.dist-info, a recipe's
+                       [pypi.FAMILY]): one os.access, one listdir of the site, no manifest
+  benchmiss            as benchstub (dllreg-lib copy), with a PyPI provider layout whose wheel is
+                       not installed: the one extra os.access per site directory it costs
   benchvend (baseline) own copy of libbench.so.1 next to the extension, RUNPATH $ORIGIN
   benchtorch           "torch style": __init__ globs sys.path for benchtorch.libs/libbench*.so*
                        and ctypes.CDLL()s it before importing the extension (no rpath)
@@ -23,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from _bench import interleaved, parser, print_ratio_table, ratio_table, run, sh, stats, wall
 from installer import install
@@ -83,9 +89,19 @@ try:
 except ImportError:
     pass
 '''
-VARIANTS = ("stub", "vendored", "floor", "delvewheel-style", "torch-style", "python -c pass")
+VARIANTS = ("stub", "vendored", "floor", "stub, pypi wheel", "stub, pypi miss", "delvewheel-style",
+            "torch-style", "python -c pass")
 MODULES = {"stub": "benchstub", "vendored": "benchvend", "floor": "benchfloor",
+           "stub, pypi wheel": "benchpypi", "stub, pypi miss": "benchmiss",
            "delvewheel-style": "benchdelve", "torch-style": "benchtorch"}
+# The footer a recipe's [pypi.linux] table gives the stub (stub.pypi_footer); bench has no recipe.
+PYPI_FOOTER = ("_PYPI = {{'bench': ({stem!r}, 2, ({stem!r} + '/lib/libbench.so.1',), ('libbench.so.1',), (),"
+               " {stem!r}),}}\n")
+
+
+def with_pypi(stub: str, stem: str) -> str:
+    head, call, tail = stub.rpartition("_load_all(")
+    return head + PYPI_FOOTER.format(stem=stem) + call + tail
 GC_VARIANTS = ("stub", "vendored", "floor")
 # Figure 1b: `python -c` leaves the same number of objects in the collector's generation 0 at
 # every start, so whether an import pays a whole gen-0 collection is decided by that one
@@ -149,7 +165,7 @@ def build_ext(pkg_dir: Path, info: dict[str, str], link: list[str]) -> Path:
     return out
 
 
-def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]:
+def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Any]]:
     """Build the library, venv and three consumers; return (python, site, files)."""
     venv, libsrc, dist, cwd = root / "venv", root / "libsrc", root / "dist", root / "cwd"
     for d in (libsrc, dist, cwd):
@@ -179,6 +195,19 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]
         body = '"""Benchmark consumer."""\n' + ext
         (site / name / "__init__.py").write_text(insert_stub_import(body, name))
     stub_ext = build_ext(site / "benchstub", info, [f"-L{lib.parent}", "-l:libbench.so.1"])
+    # F: the library in a PyPI wheel's own layout, as pip installs it (benchpypi), and a
+    # dllreg-lib copy found after a PyPI layout that is absent (benchmiss).
+    (site / "benchwheel" / "lib").mkdir(parents=True)
+    shutil.copy2(libsrc / "libbench.so.1", site / "benchwheel" / "lib")
+    (site / "benchwheel-1.0.2.dist-info").mkdir()
+    (site / "benchwheel-1.0.2.dist-info" / "RECORD").write_text("")
+    pypi_exts = []
+    for name, stem in (("benchpypi", "benchwheel"), ("benchmiss", "absentwheel")):
+        (site / name).mkdir()
+        (site / name / STUB_FILE).write_text(with_pypi(render_stub(name, req), stem))
+        (site / name / "__init__.py").write_text(insert_stub_import('"""Benchmark consumer."""\n'
+                                                                    "from . import _ext\n", name))
+        pypi_exts.append(build_ext(site / name, info, [f"-L{lib.parent}", "-l:libbench.so.1"]))
     # B: vendored copy next to the extension, RUNPATH $ORIGIN.
     (site / "benchvend").mkdir()
     shutil.copy2(libsrc / "libbench.so.1", site / "benchvend")
@@ -205,20 +234,27 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Path]]
     (site / "benchfloor" / "__init__.py").write_text("from . import _dlls\nfrom . import _ext\n")
     floor_ext = build_ext(site / "benchfloor", info, [f"-L{lib.parent}", "-l:libbench.so.1"])
     for ext, want in ((stub_ext, ()), (vend_ext, ("$ORIGIN",)), (torch_ext, ()),
-                      (delve_ext, ("$ORIGIN/../benchdelve.libs",)), (floor_ext, ())):
+                      (delve_ext, ("$ORIGIN/../benchdelve.libs",)), (floor_ext, ()),
+                      *((e, ()) for e in pypi_exts)):
         elf = read_elf_file(ext)
         assert elf.rpath + elf.runpath == want and "libbench.so.1" in elf.needed, (ext, elf)
     sh(py, "-m", "compileall", "-q", site, env=env)
     for mod in MODULES.values():
         sh(py, "-c", f"import {mod}; assert {mod}._ext.answer() == 42", env=env, cwd=cwd)
+    for mod, where in (("benchpypi", "benchwheel"), ("benchmiss", "dllreg.libs")):  # fast path
+        sh(py, "-c", f"import {mod}, sys; r = sys.modules['_dllreg_state'].loaded['bench']; "
+           f"assert {where!r} in r['dir'] and '_require' not in vars({mod}._dlls), r", env=env, cwd=cwd)
     # Without its stub, benchstub's extension must not load: the stub is what makes it work.
     probe = f"import sys; sys.path.insert(0, {str(site / 'benchstub')!r}); import _ext"
     fail = subprocess.run([py, "-c", probe], capture_output=True, env=env, cwd=cwd)
     assert fail.returncode and b"libbench.so.1" in fail.stderr, fail
-    return py, site, {"lib": lib, "stub2": site / "benchstub2" / STUB_FILE, "cwd": cwd}
+    dirs = int(sh(py, "-c", "import benchstub._dlls as d, sys; print(len(d._search_dirs(None)))",
+                  env=env, cwd=cwd))
+    return py, site, {"lib": lib, "stub2": site / "benchstub2" / STUB_FILE, "cwd": cwd,
+                      "search_dirs": dirs}
 
 
-def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
+def measure(runs: int, py: Path, site: Path, files: dict[str, Any],
             env: dict[str, str]) -> dict[str, object]:
     cwd = files["cwd"]
     # Figures 1 and 4: whole-process wall time, interleaved, in rotated order.
@@ -253,6 +289,7 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
 
     ms = 1e6
     fig1 = ratio_table(walls, "vendored")
+    pypi = ratio_table({v: walls[v] for v in ("stub", "stub, pypi wheel", "stub, pypi miss")}, "stub")
     fig1b = ratio_table(gc_walls, "vendored")
     fig2 = {k: stats(v, ms) for k, v in parts.items()}
     stub_cost = round(fig2["stub"]["median"] - fig2["dlopen"]["median"], 4)
@@ -262,6 +299,9 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Path],
                                                                 "OMP_NUM_THREADS": "1"},
         "whole_process_ms": fig1,
         "whole_process_gc_cycle_ms": fig1b,
+        "pypi_provider_vs_stub": {**{v: {k: pypi[v][k] for k in ("median", "ratio", "paired_ratio")}
+                                     for v in pypi}, "site_entries": len(list(site.iterdir())),
+                                  "search_dirs": files["search_dirs"]},
         "gc": {v: dict(zip(("gen0_count_before", "gen0_threshold", "collections_during_import",
                             "tracked_objects_left"), f)) for v, f in gc_facts.items()},
         "stub_in_process_ms": {**fig2, "stub_minus_dlopen": stub_cost},
@@ -291,6 +331,13 @@ def report(r: dict, elapsed: float) -> None:
     print(f"  goal: stub paired ratio <= 1.03 -> {ok[r['goals']['stub_ratio_le_1.03']]} "
           f"(stub - vendored = {f1b['stub']['median'] - f1b['vendored']['median']:+.2f} ms, "
           f"floor - vendored = {f1b['floor']['median'] - f1b['vendored']['median']:+.2f} ms)\n")
+    pp = r["pypi_provider_vs_stub"]
+    print(f"1c. PyPI wheel provider (site with {pp['site_entries']} entries, {pp['search_dirs']} search "
+          "directories; paired = X / stub in the same round)")
+    for v in ("stub, pypi wheel", "stub, pypi miss"):
+        print(f"  {v:<18} median {pp[v]['median']:.2f} ms  ratio {pp[v]['ratio']:.3f}  "
+              f"paired {pp[v]['paired_ratio']:.3f}")
+    print()
     print("2. stub in process, fresh interpreters (ms)")
     rows = (("a: import benchstub._dlls (incl. dlopen)", "stub"),
             ("b: import _ctypes", "ctypes"),

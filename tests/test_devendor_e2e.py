@@ -253,3 +253,76 @@ def test_real_numpy_and_scipy_share_one_gfortran(tmp_path: Path, capsys: pytest.
     print(f"scipy/linalg/tests on the devendored scipy: {proc.stdout.strip().splitlines()[-1:]}",
           file=sys.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def _pypi_wheel(dist: str) -> Path:
+    """scipy-openblas32/64 0.3.34.481.3 for manylinux x86_64, as published (cached download)."""
+    pattern = f"{dist.replace('-', '_')}-0.3.34.481.3-py3-none-manylinux*x86_64.whl"
+    found = sorted(DOWNLOADS.glob(pattern))
+    if not found:
+        run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+             "--platform", "manylinux_2_28_x86_64", "-d", str(DOWNLOADS), f"{dist}==0.3.34.481.3"])
+        found = sorted(DOWNLOADS.glob(pattern))
+    return found[-1]
+
+
+@pytest.mark.realwheels
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11) or sys.platform != "linux", reason="cp311 Linux wheels")
+def test_real_numpy_and_scipy_on_the_pypi_openblas_wheels(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """numpy's and scipy's vendored OpenBLAS replaced by scipy-openblas64 / scipy-openblas32 as
+    published (no repackaging): the outputs require those wheels, pip installs them from the
+    output directory only, and the libraries load from the wheels' own files."""
+    numpy = _numpy_wheel()
+    scipy = sorted(DOWNLOADS.glob("scipy-1.17.1-cp311-cp311-manylinux*x86_64.whl"))
+    if not scipy:
+        run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+             "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "-d", str(DOWNLOADS),
+             "scipy==1.17.1"])
+        scipy = sorted(DOWNLOADS.glob("scipy-1.17.1-cp311-cp311-manylinux*x86_64.whl"))
+    out = tmp_path / "out"
+    assert main(["devendor", str(numpy), str(scipy[-1]), "-o", str(out), "--json",
+                 "--with-lib", str(_pypi_wheel("scipy-openblas64")),
+                 "--with-lib", str(_pypi_wheel("scipy-openblas32"))]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_wheel = {Path(w["path"]).name.split("-")[0]: w for w in doc["wheels"]}
+    assert by_wheel["numpy"]["requires"] == ["openblas64>=0.3.34"]
+    assert "openblas>=0.3.34" in by_wheel["scipy"]["requires"]
+    assert sorted(Path(s["path"]).name.split("-")[0] for s in doc["substitutes"]) == [
+        "scipy_openblas32", "scipy_openblas64"]
+    import zipfile
+
+    def requires_dist(prefix: str) -> list[str]:
+        with zipfile.ZipFile(next(out.glob(f"{prefix}-*.whl"))) as zf:
+            meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+            return [x[15:] for x in zf.read(meta).decode().splitlines() if x.startswith("Requires-Dist: ")]
+    assert "scipy-openblas64>=0.3.34" in requires_dist("numpy")
+    assert "scipy-openblas32>=0.3.34" in requires_dist("scipy")
+    assert not any(r.startswith("dllreg-lib-openblas")
+                   for r in requires_dist("scipy") + requires_dist("numpy"))
+
+    env = Env(tmp_path / "venv")
+    env.install("--find-links", str(out), "numpy", "scipy")
+    text, maps = env.mapped("""
+        import numpy as np, scipy.linalg as sl
+        rng = np.random.default_rng(0)
+        a = rng.random((100, 100)) + 100 * np.eye(100)
+        print(np.allclose(np.linalg.inv(a) @ a, np.eye(100)), np.allclose(sl.inv(a) @ a, np.eye(100)))
+        """, ("openblas", "gfortran", "quadmath"))
+    assert text == "True True"
+    names = sorted(Path(p).relative_to(env.site).as_posix() for p in maps)
+    assert names == ["dllreg.libs/gfortran/lib/libgfortran.so.5",
+                     "dllreg.libs/quadmath/lib/libquadmath.so.0",
+                     "scipy_openblas32/lib/libscipy_openblas.so",
+                     "scipy_openblas64/lib/libscipy_openblas64_.so"]
+    try:
+        env.install("pytest", "hypothesis", "pooch", index=True)
+    except AssertionError as exc:
+        pytest.skip(f"pytest/hypothesis not installable here: {str(exc)[-200:]}")
+    for tests in (env.site / "numpy" / "linalg" / "tests", env.site / "scipy" / "linalg" / "tests"):
+        proc = subprocess.run([env.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                              capture_output=True, text=True, cwd=tmp_path,
+                              env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+        print(f"{tests.relative_to(env.site)} on the PyPI OpenBLAS wheels: "
+              f"{proc.stdout.strip().splitlines()[-1:]}", file=sys.stderr)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

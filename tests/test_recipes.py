@@ -33,7 +33,8 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 DOWNLOADS = ROOT / ".cache" / "downloads"
 needs_gcc = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
-SHIPPED = {"openblas", "openblas64", "libopenblas", "gfortran", "quadmath", "msvc-runtime"}
+SHIPPED = {"openblas", "openblas64", "libopenblas", "gfortran", "quadmath", "msvc-runtime", "cudart", "nvrtc",
+           "nvjitlink"}
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +281,8 @@ def test_unknown_depurls_get_a_did_you_mean(registry: Registry) -> None:
                                           r"openblas or openblas64 or libopenblas\?"):
         requirements_from_external(external("dep:generic/openbals"), registry)
     with pytest.raises(RecipeError,
-                       match=r"DepURL dep:generic/libffi; known: gfortran, libopenblas, msvc-runtime"):
+                       match=r"DepURL dep:generic/libffi; known: cudart, gfortran, libopenblas, "
+                             r"msvc-runtime"):
         requirements_from_external(external("dep:generic/libffi"), registry)
     assert requirements_from_external(external("dep:generic/libffi", "dep:generic/openblas"), registry,
                                       ignore_unknown=True) == [req("openblas")]

@@ -33,7 +33,8 @@ assert LP64 is not None
 
 @pytest.mark.parametrize(("library", "wheel"), [
     (">=0.3", ">=0.3"), (">=0.3.34,<0.4", "<0.4,>=0.3.34"), ("==0.3.34", "==0.3.34.*"),
-    ("!=0.3.30", "!=0.3.30.*"), ("<=0.3.34", "<0.3.35"), (">0.3.34", ">=0.3.35"), (">0.3", ">=0.3.1"), ("<=0.3", "<0.3.1"),
+    ("!=0.3.30", "!=0.3.30.*"), ("<=0.3.34", "<0.3.35"), (">0.3.34", ">=0.3.35"),
+    (">0.3", ">=0.3.1"), ("<=0.3", "<0.3.1"),
     ("~=0.3.30", "~=0.3.30"), ("==0.3.*", "==0.3.*"), ("", ""),
 ])
 def test_library_specifier_said_of_the_wheel_version(library: str, wheel: str) -> None:
@@ -78,7 +79,8 @@ def _openblas_data() -> dict[str, Any]:
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d["pypi"]["linux"].update(libraries=["a.so", "b.so"]),
      r"pypi\.linux\.libraries: lists 2 files, but \[abi\.linux\] runtime-names has 1"),
-    (lambda d: d["pypi"]["linux"].update(dist="dllreg-lib-openblas"), r"pypi\.linux\.dist: .*not a PyPI provider"),
+    (lambda d: d["pypi"]["linux"].update(dist="dllreg-lib-openblas"),
+     r"pypi\.linux\.dist: .*not a PyPI provider"),
     (lambda d: d["pypi"]["linux"].update(libraries=["../x.so"]), r"pypi\.linux\.libraries\[0\]: .*relative"),
     (lambda d: d["pypi"]["linux"].update(version="first3"), r"pypi\.linux\.version: 'first3'"),
     (lambda d: d["pypi"]["linux"].update(extra=1), r"pypi\.linux\.extra: unknown key"),
@@ -161,7 +163,8 @@ def test_files_without_a_dist_info_are_not_a_copy(tmp_path: Path) -> None:
 @needs_gcc
 def test_wheel_manifest_reads_version_and_record(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    lib = gcc_shared(site / "scipy_openblas32" / "lib" / "libscipy_openblas.so", QSUM_C, "libscipy_openblas.so")
+    lib = gcc_shared(site / "scipy_openblas32" / "lib" / "libscipy_openblas.so", QSUM_C,
+                     "libscipy_openblas.so")
     di = site / "scipy_openblas32-0.3.34.481.3.dist-info"
     di.mkdir()
     import base64

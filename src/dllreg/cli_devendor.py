@@ -51,13 +51,15 @@ def _discover(args: argparse.Namespace, registry: Registry) -> list[LibraryWheel
 
     found = list(args.with_lib)
     wanted = set(registry.names())
+    pypi = {p.dist for r in registry.recipes for p in r.pypi}  # PyPI providers, as published
     for d in [*args.find_libs, args.output]:
-        for wheel in sorted(d.glob("dllreg_lib_*.whl")) if d.is_dir() else []:
+        for wheel in sorted(d.glob("*.whl")) if d.is_dir() else []:
             try:
-                name = library_of_dist(str(parse_wheel_filename(wheel.name)[0]))
+                dist = str(parse_wheel_filename(wheel.name)[0])
             except ValueError:
                 continue
-            if name in wanted and wheel.resolve() not in {f.resolve() for f in found}:
+            name = library_of_dist(dist) or (dist if dist in pypi else None)
+            if (name in wanted or name in pypi) and wheel.resolve() not in {f.resolve() for f in found}:
                 found.append(wheel)
     libs = []
     for wheel in found:

@@ -71,6 +71,7 @@ class LibraryWheel:
     arch: str
     exports: frozenset[str]  # of every library file together
     lib_bytes: int = 0  # size of its library files
+    dist: str = ""  # a PyPI wheel provider's distribution (scipy-openblas64); "" for dllreg-lib
 
 
 def _raise(origin: str, problems: Sequence[str]) -> None:
@@ -217,7 +218,18 @@ def library_wheel_of_plan(plan: LibraryPlan, path: Path) -> LibraryWheel:
 
 
 def read_library_wheel(path: Path) -> LibraryWheel:
-    """A dllreg-lib wheel's manifest and the symbols its libraries export."""
+    """A dllreg-lib wheel's manifest and the symbols its libraries export; or those of a PyPI
+    wheel a recipe names as provider (``[pypi.FAMILY]``: scipy-openblas64 as published)."""
+    from .wheelprovider import manifest_of_wheel, provider_of_wheel
+
+    found = provider_of_wheel(path.name)
+    if found is not None:
+        data = read_input_wheel(path).data()
+        try:
+            manifest = manifest_of_wheel(found, data, str(path))
+        except DllregError as exc:
+            raise DevendorError(str(exc)) from None
+        return dataclasses.replace(_library_wheel(str(path), manifest, data), dist=found[1].dist)
     manifest, files = library_wheel_contents(path)
     return _library_wheel(str(path), manifest, files)
 

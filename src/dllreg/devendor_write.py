@@ -120,7 +120,7 @@ def _patch_binary(name: str, data: bytes, renames: dict[str, str],
     raise DevendorError(f"{name}: only ELF, PE and Mach-O binaries can be rewritten")
 
 
-def _consumer(wp: WheelPlan) -> ConsumerOutput:
+def _consumer(wp: WheelPlan, choices: dict[str, str]) -> ConsumerOutput:
     origin = wp.wheel.filename
     data = {m.name: m.data for m in wp.wheel.members if m.name not in wp.removed}
     renames = dict(wp.renames)
@@ -143,7 +143,8 @@ def _consumer(wp: WheelPlan) -> ConsumerOutput:
     visible = {n: d for n, d in data.items()
                if not any(_installed(n).startswith(x + "/") for x in wp.libs_dirs)}
     try:
-        dist_info, changes = consumer_changes(origin, visible, wp.requires, wp.requires)
+        dist_info, changes = consumer_changes(origin, visible, wp.requires, wp.requires,
+                                              choices=choices)
     except DllregError as exc:
         raise DevendorError(str(exc)) from None
     for sig in _SIGNATURES:
@@ -181,7 +182,9 @@ def _library(nl: NewLibrary, source: bytes) -> tuple[LibraryPlan, str | None]:
 def build_outputs(plan: DevendorPlan) -> Outputs:
     """Every output wheel's contents, in memory."""
     wheels = {wp.wheel.filename: wp.wheel for wp in plan.wheels}
-    consumers = tuple(_consumer(wp) for wp in plan.wheels if wp.changed)
+    # A substitute that is a PyPI wheel as published (scipy-openblas64) is required by its name.
+    choices = {s.name: s.dist for s in plan.substitutes if s.dist}
+    consumers = tuple(_consumer(wp, choices) for wp in plan.wheels if wp.changed)
     libraries: list[tuple[NewLibrary, LibraryPlan]] = []
     notes: dict[str, tuple[str, ...]] = {}
     for nl in plan.libraries:

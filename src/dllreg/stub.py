@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from importlib.resources import files
 
 from . import __version__
+from .errors import DllregError
 from .names import NativeRequirement
 
 STUB_MODULE = "_dlls"
@@ -67,7 +68,10 @@ def pypi_footer(requires: Iterable[NativeRequirement], choices: Mapping[str, str
     for name, (stem, rule, libs, names, dist, deps) in stub_layouts([r.name for r in reqs],
                                                                      registry).items():
         req = next((r for r in reqs if r.name == name), None)
-        pip = requirement_for(req, chosen[name], registry) if req else dist
+        try:
+            pip = requirement_for(req, chosen[name], registry) if req else dist
+        except DllregError:  # e.g. devendor's >=0.3.34.481.3 from a dllreg-lib copy's version
+            pip = dist
         n = 0 if rule == "wheel" else int(rule[6:])
         lines.append(f"    {name!r}: ({stem!r}, {n}, {libs!r}, {names!r}, {deps!r}, {pip!r}),\n")
     return "_PYPI = {\n" + "".join(lines) + "}\n" if lines else ""

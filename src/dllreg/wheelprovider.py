@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import functools
+import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .errors import DllregError, RequirementError
@@ -124,6 +126,39 @@ def wheel_manifest(recipe: Recipe, provider: WheelProvider, site: Path) -> Manif
     return Manifest(recipe.name, library_version(provider, wheel_version),
                     _platform(dist_info, provider.family), files, recipe.requires,
                     pkgconfig=pc, source=f"{provider.dist} {wheel_version}", provider=provider.label)
+
+
+def provider_of_wheel(filename: str) -> tuple[Recipe, WheelProvider, str, str] | None:
+    """(recipe, provider, wheel version, platform tag) when ``filename`` is a wheel of a
+    recipe's PyPI provider for its platform family (scipy_openblas64-...-manylinux...whl)."""
+    from .recipe_build import platform_family
+    from .recipes import load_registry
+
+    try:
+        dist, wheel_version, _, tags = parse_wheel_filename(filename)
+        platform = next(iter(tags)).platform
+        family = platform_family(platform)
+    except (InvalidWheelFilename, DllregError, StopIteration):
+        return None
+    for recipe in load_registry().recipes:
+        provider = recipe.pypi_for(family)
+        if provider is not None and provider.dist == dist:
+            return recipe, provider, str(wheel_version), platform
+    return None
+
+
+def manifest_of_wheel(found: tuple[Recipe, WheelProvider, str, str], members: Mapping[str, bytes],
+                      origin: str) -> Manifest:
+    """The library's manifest from that wheel's members (paths as in the wheel)."""
+    recipe, p, version, platform = found
+    missing = [f for f in p.libraries if f not in members]
+    if missing:
+        raise DllregError(f"{origin}: no {', '.join(missing)} (the layout of {p.dist} in "
+                          f"{recipe.path} [pypi.{p.family}])")
+    files = tuple(LibraryFile(f, n, hashlib.sha256(members[f]).hexdigest())
+                  for f, n in zip(p.libraries, p.runtime_names))
+    return Manifest(recipe.name, library_version(p, version), platform, files, recipe.requires,
+                    source=f"{p.dist} {version}", provider=p.label)
 
 
 def record_files(site: Path, provider: WheelProvider) -> list[tuple[Path, str]]:

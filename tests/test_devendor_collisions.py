@@ -119,3 +119,57 @@ def test_no_capture_either_way(installed: tuple[Venv, Path, dict[str, object]], 
     maps = got["maps"]
     assert isinstance(maps, list) and len(maps) == 2
     assert any("/dllreg.libs/" in m for m in maps) and str((sysdir / "libcol.so.1").resolve()) in maps
+
+
+# --- the real case: psycopg2-binary's OpenSSL 3.5.8 next to CPython's own ssl ---------------------
+
+PSYCOPG2 = "psycopg2-binary==2.9.13"
+SSL_PROBE = """
+import json, sys
+if sys.argv[1] == "ssl-first":
+    import ssl, hashlib
+import psycopg2.extensions
+if sys.argv[1] == "pg-first":
+    import ssl, hashlib
+import _ssl, _hashlib
+maps = sorted({l.split()[-1] for l in open("/proc/self/maps") if "libssl" in l or "libcrypto" in l})
+print(json.dumps({"ssl": ssl.OPENSSL_VERSION, "libpq": psycopg2.extensions.libpq_version(), "maps": maps}))
+"""
+
+
+def _psycopg2_wheel(tmp: Path) -> Path:
+    from conftest import CACHE
+
+    for d in (CACHE / "downloads" / "stack", CACHE / "downloads"):
+        found = sorted(d.glob("psycopg2_binary-2.9.13-cp311-cp311-manylinux*x86_64*.whl"))
+        if found:
+            return found[-1]
+    dest = CACHE / "downloads"
+    run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps", "--platform",
+         "manylinux2014_x86_64", "--python-version", "3.11", "-d", str(dest), PSYCOPG2])
+    return sorted(dest.glob("psycopg2_binary-2.9.13-*.whl"))[-1]
+
+
+@pytest.mark.realwheels
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="cp311 wheel")
+def test_real_psycopg2_openssl_never_meets_cpythons(tmp_path: Path, make_venv: object) -> None:
+    """Before the naming rule, psycopg2's packaged libssl.so.3 bound to the system OpenSSL that
+    CPython's _ssl had loaded (OPENSSL_3.x not found), or captured CPython's ssl."""
+    wheel = _psycopg2_wheel(tmp_path)
+    out = tmp_path / "out"
+    assert main(["devendor", str(wheel), "-o", str(out)]) == 0
+    venv = make_venv("venv")  # type: ignore[operator]
+    baseline = json.loads(venv.py("import json, ssl; print(json.dumps(ssl.OPENSSL_VERSION))").stdout)
+    system = json.loads(venv.py("import json, _ssl, _hashlib\nprint(json.dumps(sorted({l.split()[-1] "
+                                "for l in open('/proc/self/maps') if 'libssl' in l or 'libcrypto' in l})))"
+                                ).stdout)
+    venv.pip("install", "-q", "--no-index", "--find-links", str(out), "psycopg2-binary")
+    (venv.path / "probe.py").write_text(SSL_PROBE)
+    for order in ("ssl-first", "pg-first"):
+        got = json.loads(run([venv.python, str(venv.path / "probe.py"), order]).stdout)
+        assert got["ssl"] == baseline and got["libpq"] > 0
+        packaged = [m for m in got["maps"] if "/dllreg.libs/" in m]
+        # CPython's files are mapped as before; psycopg2's OpenSSL under its own names beside them
+        assert set(got["maps"]) - set(packaged) == set(system)
+        assert sorted(Path(m).name.split("-")[0] for m in packaged) == ["libcrypto", "libssl"]
+        assert all(Path(m).name not in ("libssl.so.3", "libcrypto.so.3") for m in packaged)

@@ -358,7 +358,7 @@ def test_cli_json_schema(tmp_path: Path, elf: dict[str, bytes]) -> None:
     code, out = cli(str(path), "--json")
     doc = json.loads(out)
     assert code == 0 and doc == json.loads(json.dumps({"format": 1, **to_json(inspect_path(path))}))
-    assert set(doc) == {"format", "path", "type", "wheel", "binaries", "errors", "warnings"}
+    assert set(doc) == {"format", "path", "type", "wheel", "binaries", "errors", "warnings", "duplicates"}
     assert doc["type"] == "wheel" and doc["path"] == path.name
     assert set(doc["wheel"]) == {"name", "version", "platforms", "tool", "libs_dirs", "patch_file",
                                  "patch_version", "vendored", "vendored_bytes"}

@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 #: Modules with more commands: each has ``add_parsers(subparsers)`` and ``COMMANDS`` (name ->
 #: function(args, out) -> exit code), and imports its heavy dependencies inside the commands.
 _MORE_COMMANDS: tuple[str, ...] = ("cli_package_lib", "cli_register", "cli_devendor", "cli_vendor",
-                                   "cli_install")
+                                   "cli_install", "cli_repair")
 
 
 def _command_modules() -> list[Any]:

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .binary import BinaryInfo
@@ -73,6 +73,34 @@ def _stem(name: str) -> str:
         if suffix in base:
             base = base[: base.index(suffix)]
     return base.split(".", 1)[0]
+
+
+def duplicate_copies(paths: Iterable[str], runtime_names: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(path, library) for each file that is a private copy of a registry library the consumer
+    requires: auditwheel's ``<dist>.libs/libqsum-1a2b3c4d.so.3``, delvewheel's mangled DLL or
+    delocate's ``.dylibs/`` copy of a library whose runtime name (key of ``runtime_names``, the
+    value being the library) is the same once the hash is dropped. Copies under ``dllreg.libs/``
+    (``dllreg vendor``'s fallback, which the stub loads only when no registry copy is there) are
+    not duplicates. Both copies map at import (different names), and the binaries that bind to
+    the private one ignore the registry's."""
+    from .devendor_facts import unmangle
+
+    stems = {_stem(name): lib for name, lib in runtime_names.items()}
+    out = []
+    for path in paths:
+        parts = path.replace("\\", "/").split("/")
+        if "dllreg.libs" in parts or not (".so" in parts[-1] or parts[-1].lower().endswith(
+                (".dll", ".dylib"))):
+            continue
+        lib = stems.get(_stem(unmangle(parts[-1])))
+        if lib is not None:
+            out.append((path, lib))
+    return out
+
+
+def duplicate_fix(wheel: str) -> str:
+    return (f"repair {wheel} with python -m dllreg repair (it runs auditwheel/delocate/delvewheel "
+            "leaving the registry libraries out), or python -m dllreg devendor the repaired wheel")
 
 
 def binding_problems(subject: str, binaries: Sequence[tuple[str, BinaryInfo]],
@@ -145,7 +173,16 @@ def find_problems(libraries: Sequence[InstalledLibrary], consumers: Sequence[Con
         problems += _requirement_problems(
             subject, [r for r in consumer.requires if r.name not in consumer.vendored], libraries)
         if binaries is not None:
-            problems += binding_problems(subject, binaries(consumer), list(libs.values()))
+            found = binaries(consumer)
+            problems += binding_problems(subject, found, list(libs.values()))
+            wanted = {r.name for r in consumer.requires if r.applies() and r.name not in consumer.vendored}
+            names = {f.soname: lib.manifest.name for lib in libs.values() if lib.manifest.name in wanted
+                     for f in lib.manifest.libraries}
+            for copy, lib_name in duplicate_copies([p for p, _ in found], names):
+                problems.append(Problem(
+                    subject, f"{copy} is a private copy of registry library {lib_name}, which it "
+                    "also requires: two copies are mapped at import",
+                    duplicate_fix(f"the {consumer.name} wheel")))
     for lib in libs.values():
         m = lib.manifest
         subject = f"library {m.name} {m.version}"

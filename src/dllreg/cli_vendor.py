@@ -21,7 +21,7 @@ def add_parsers(sub: Any) -> None:
                    help="do not take libraries installed in this environment")
 
 
-def _library_wheel(path: Path) -> Any:
+def library_copy(path: Path) -> Any:
     from .devendor_read import library_wheel_contents
     from .vendor import LibraryCopy
 
@@ -29,7 +29,7 @@ def _library_wheel(path: Path) -> Any:
     return LibraryCopy(manifest, tuple(files.items()), str(path))
 
 
-def _installed() -> list[Any]:
+def installed_copies() -> list[Any]:
     from .registry import installed_libraries, site_dirs
     from .vendor import LibraryCopy
 
@@ -52,7 +52,7 @@ def _vendor(a: argparse.Namespace, out: TextIO) -> int:
 
     source = read_input_wheel(a.wheel)
     wheels = [*a.with_lib, *(p for d in a.find_libs for p in sorted(d.glob("dllreg_lib_*.whl")))]
-    available = [_library_wheel(p) for p in wheels] + ([] if a.no_installed else _installed())
+    available = [library_copy(p) for p in wheels] + ([] if a.no_installed else installed_copies())
     plan = plan_vendor(source.filename, [(m.name, m.data) for m in source.members], available,
                        str(a.wheel))
     target = a.output / plan.filename

@@ -7,6 +7,7 @@ and zip edge; ``render_text`` and ``to_json`` shape a Report. docs/inspect.md is
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 import re
 import struct
@@ -22,7 +23,8 @@ from .binary.elf import ELFError, is_elf, read_elf
 from .binary.macho import MachOError, is_macho, read_macho
 from .binary.pe import is_pe
 from .errors import DllregError, WheelError
-from .names import REGISTRY_DIR
+from .names import REGISTRY_DIR, NativeRequirement
+from .registry import CONSUMER_RECORD
 from .syslibs import is_python, is_system
 from .wheelfile import open_wheel, read_member, safe_members
 
@@ -103,10 +105,12 @@ class Report:
     wheel: WheelFacts | None = None
     errors: tuple[str, ...] = ()  # unreadable members; binaries of the wrong format or architecture
     warnings: tuple[str, ...] = ()  # rpaths that leave the package
+    #: private copies of registry libraries the wheel also requires (dllreg.json): two copies map
+    duplicates: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.errors else 0
+        return 1 if self.errors or self.duplicates else 0
 
 
 # --- one binary --------------------------------------------------------------------------------
@@ -219,8 +223,51 @@ def _platform_specs(platforms: Sequence[str]) -> list[tuple[str, frozenset[str]]
     return specs
 
 
-def inspect_wheel_members(filename: str, members: Sequence[Member], registry: Mapping[str, str]) -> Report:
-    """Resolve every need of every binary member of the wheel *filename*."""
+def _declared(members: Sequence[Member]) -> list[NativeRequirement]:
+    """The registry libraries a dllreg consumer wheel requires (its dllreg.json), vendored ones left out."""
+    for m in members:
+        if m.text is not None and m.path.endswith("/" + CONSUMER_RECORD) and ".dist-info/" in m.path:
+            try:
+                record = json.loads(m.text)
+                vendored = record.get("vendored") or {}
+                return [r for r in map(NativeRequirement.parse, record["requires"]) if r.name not in vendored]
+            except (ValueError, KeyError, TypeError, AttributeError, DllregError):
+                return []
+    return []
+
+
+def _declared_needs(report: Report, members: Sequence[Member], names: Mapping[str, str]) -> Report:
+    """A dllreg consumer's view: a need of a library it declares but that is not installed here is
+    that registry library (not "missing"); a private copy of a declared library is a duplicate.
+    ``names`` maps runtime names (installed here, or a recipe's) to library names."""
+    from .check import _stem, duplicate_copies, duplicate_fix
+
+    declared = {r.name: r for r in _declared(members)}
+    if not declared:
+        return report
+    runtime = {n: lib for n, lib in names.items() if lib in declared}
+    runtime.update({f"lib{lib}.so": lib for lib in declared if f"lib{lib}.so" not in runtime})
+    stems = {_stem(n): lib for n, lib in runtime.items()}
+    binaries = tuple(dataclasses.replace(b, needs=tuple(
+        dataclasses.replace(n, category="registry", via="not-installed", library=stems[_stem(n.name)])
+        if n.category == "missing" and _stem(n.name) in stems else n for n in b.needs))
+        for b in report.binaries)
+    wheel = report.wheel.name if report.wheel else report.path
+    dupes = tuple(f"{path}: a private copy of registry library {lib}, which {wheel} also requires "
+                  f"({declared[lib]}): two copies are mapped at import; fix: {duplicate_fix(report.path)}"
+                  for path, lib in duplicate_copies([m.path for m in members if m.binary], runtime))
+    return dataclasses.replace(report, binaries=binaries, duplicates=dupes)
+
+
+def inspect_wheel_members(filename: str, members: Sequence[Member], registry: Mapping[str, str],
+                          known: Mapping[str, str] | None = None) -> Report:
+    """Resolve every need of every binary member of the wheel *filename*; for a dllreg consumer
+    also against the runtime names in *known* (the recipes') of the libraries it declares."""
+    report = _inspect_wheel(filename, members, registry)
+    return _declared_needs(report, members, {**(known or {}), **registry})
+
+
+def _inspect_wheel(filename: str, members: Sequence[Member], registry: Mapping[str, str]) -> Report:
     try:
         name, version, _, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename as exc:
@@ -328,6 +375,13 @@ def installed_runtime_names() -> dict[str, str]:
     return out
 
 
+def recipe_runtime_names() -> dict[str, str]:
+    """Runtime name (every platform's) -> recipe name, from dllreg's registry of recipes."""
+    from .recipes import load_registry
+
+    return {n: r.name for r in load_registry().recipes for abi in r.abi for n in abi.runtime_names}
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> Member:
     path, size = info.filename, info.file_size
     try:
@@ -338,7 +392,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> Mem
             data = read_member(zf, info, origin)
             if named or is_elf(data) or is_pe(data) or is_macho(data):  # not a Java class file...
                 return Member(path, size, binary=inspect_binary(data, path))
-        elif posixpath.basename(path) == "__init__.py":
+        elif posixpath.basename(path) in ("__init__.py", CONSUMER_RECORD):
             return Member(path, size, text=read_member(zf, info, origin).decode("utf-8", "replace"))
     except BinaryError as exc:
         return Member(path, size, error=str(exc))
@@ -357,7 +411,7 @@ def inspect_path(path: Path, registry: Mapping[str, str] | None = None) -> Repor
             raise WheelError(f"{path}: {exc}") from None
         with open_wheel(path) as zf:
             members = [_read_member(zf, i, str(path)) for i in safe_members(zf, str(path)) if not i.is_dir()]
-        return inspect_wheel_members(path.name, members, names)
+        return inspect_wheel_members(path.name, members, names, recipe_runtime_names())
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from .inspect import CATEGORIES, FORMATS, Binary, Need, Report, WheelFacts
+from .names import dist_name
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -15,7 +16,8 @@ def to_json(report: Report) -> dict[str, Any]:
                    "vendored_bytes": w.vendored_bytes}
     return {"path": report.path, "type": "wheel" if w else "file", "wheel": wheel,
             "binaries": [dataclasses.asdict(b) for b in report.binaries],
-            "errors": list(report.errors), "warnings": list(report.warnings)}
+            "errors": list(report.errors), "warnings": list(report.warnings),
+            "duplicates": list(report.duplicates)}
 
 
 def _mb(size: int) -> str:
@@ -69,10 +71,15 @@ def _wheel_text(r: Report, w: WheelFacts) -> list[str]:
     lines.append("  system libraries (binaries needing them): "
                  + (", ".join(shown + [f"api-ms-win-* ({len(api)} sets)"] * bool(api)) or "none"))
     missing = sorted({n.name for b in r.binaries for n in b.needs if n.category == "missing"})
+    absent = sorted({(n.library or "", n.name) for b in r.binaries for n in b.needs
+                     if n.via == "not-installed"})
+    lines += [f"  registry library {lib} ({need}) is declared but not installed here: "
+              f'pip install "{dist_name(lib)}"' for lib, need in absent]
     return [*lines, "  missing: " + (", ".join(missing) or "none")]
 
 
 def render_text(report: Report) -> str:
     lines = _binary_text(report.binaries[0]) if report.wheel is None else _wheel_text(report, report.wheel)
-    lines += [f"  error: {e}" for e in report.errors] + [f"  warning: {w}" for w in report.warnings]
+    lines += [f"  error: {e}" for e in (*report.errors, *report.duplicates)]
+    lines += [f"  warning: {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"

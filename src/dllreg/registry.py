@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -263,6 +264,7 @@ def library_dist_infos(dirs: Sequence[Path]) -> dict[Path, dict[str, tuple[str, 
 
 
 _BINARY_SUFFIXES = (".so", ".pyd", ".dll", ".dylib")
+_VERSIONED_SO = re.compile(r"\.so(\.\d+)+$")  # auditwheel's libqsum-1a2b3c4d.so.3
 
 
 def consumer_binaries(consumer: Consumer) -> list[tuple[Path, bytes]]:
@@ -275,7 +277,7 @@ def consumer_binaries(consumer: Consumer) -> list[tuple[Path, bytes]]:
     site = consumer.dist_info.parent
     out = []
     for row in csv.reader(lines):
-        if row and row[0].endswith(_BINARY_SUFFIXES):
+        if row and (row[0].endswith(_BINARY_SUFFIXES) or _VERSIONED_SO.search(row[0])):
             path = (site / row[0]).resolve()
             try:
                 out.append((path, path.read_bytes()))

@@ -1,0 +1,54 @@
+"""``repair``: the command line around repair.py (docs/release.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def add_parsers(sub: Any) -> None:
+    r = sub.add_parser("repair", help="run auditwheel/delocate/delvewheel on a consumer wheel with the "
+                       "registry libraries left out, tagged no lower than they need")
+    r.add_argument("wheel", type=Path)
+    r.add_argument("-w", "--wheel-dir", required=True, type=Path, dest="output",
+                   help="directory for the repaired wheel (cibuildwheel's {dest_dir})")
+    r.add_argument("--find-libs", action="append", default=[], type=Path, metavar="DIR",
+                   help="a directory of dllreg-lib-NAME wheels (repeatable; the local directories "
+                   "of PIP_FIND_LINKS and UV_FIND_LINKS are searched too)")
+    r.add_argument("--with-lib", action="append", default=[], type=Path, metavar="WHEEL",
+                   help="a dllreg-lib-NAME wheel (repeatable)")
+    r.add_argument("--no-installed", action="store_true",
+                   help="do not use the libraries installed in this environment")
+
+
+def _link_dirs() -> list[Path]:
+    """The local directories an isolated build was pointed at (URLs and missing paths skipped)."""
+    out = []
+    for var in ("PIP_FIND_LINKS", "UV_FIND_LINKS"):
+        for item in os.environ.get(var, "").replace(",", " ").split():
+            path = Path(item[len("file://"):] if item.startswith("file://") else item)
+            if "://" not in item[len("file://"):] and path.is_dir():
+                out.append(path)
+    return out
+
+
+def _repair(a: argparse.Namespace, out: TextIO) -> int:
+    from .cli_vendor import installed_copies, library_copy
+    from .repair import repair_wheel
+
+    dirs = [*a.find_libs, *_link_dirs()]
+    wheels = [*a.with_lib, *(p for d in dirs for p in sorted(d.glob("dllreg_lib_*.whl")))]
+    available = [library_copy(p) for p in dict.fromkeys(wheels)]
+    available += [] if a.no_installed else installed_copies()
+    path, plan = repair_wheel(a.wheel, a.output, available)
+    libs = ", ".join(f"{lib.manifest.name} {lib.manifest.version} ({lib.manifest.platform})"
+                     for lib in plan.libraries) or "none"
+    print(f"ran {plan.tool} leaving out {', '.join(plan.excluded) or 'nothing'} (registry: {libs})\n"
+          f"wrote {path}", file=out)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {"repair": _repair}

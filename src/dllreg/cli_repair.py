@@ -16,8 +16,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("-w", "--wheel-dir", required=True, type=Path, dest="output",
                    help="directory for the repaired wheel (cibuildwheel's {dest_dir})")
     r.add_argument("--find-libs", action="append", default=[], type=Path, metavar="DIR",
-                   help="a directory of dllreg-lib-NAME wheels (repeatable; the local directories "
-                   "of PIP_FIND_LINKS and UV_FIND_LINKS are searched too)")
+                   help="a directory of dllreg-lib-NAME wheels or recipes' PyPI provider wheels "
+                   "(repeatable; the local directories of PIP_FIND_LINKS and UV_FIND_LINKS are "
+                   "searched too)")
     r.add_argument("--with-lib", action="append", default=[], type=Path, metavar="WHEEL",
                    help="a dllreg-lib-NAME wheel (repeatable)")
     r.add_argument("--no-installed", action="store_true",
@@ -35,14 +36,26 @@ def _link_dirs() -> list[Path]:
     return out
 
 
+def _library_wheels(directory: Path) -> list[Path]:
+    """dllreg-lib-NAME wheels and recipes' PyPI provider wheels (scipy-openblas32) in a directory."""
+    from .wheelprovider import provider_of_wheel
+
+    return [p for p in sorted(directory.glob("*.whl"))
+            if p.name.startswith("dllreg_lib_") or provider_of_wheel(p.name) is not None]
+
+
 def _repair(a: argparse.Namespace, out: TextIO) -> int:
-    from .cli_vendor import installed_copies, library_copy
+    from .cli_vendor import library_copy
+    from .registry import installed_libraries, site_dirs
     from .repair import repair_wheel
+    from .vendor import LibraryCopy
 
     dirs = [*a.find_libs, *_link_dirs()]
-    wheels = [*a.with_lib, *(p for d in dirs for p in sorted(d.glob("dllreg_lib_*.whl")))]
+    wheels = [*a.with_lib, *(p for d in dirs for p in _library_wheels(d))]
     available = [library_copy(p) for p in dict.fromkeys(wheels)]
-    available += [] if a.no_installed else installed_copies()
+    # only names and platforms matter here: every provider's copy counts, its files stay unread
+    available += [] if a.no_installed else [LibraryCopy(lib.manifest, (), str(lib.directory))
+                                            for lib in installed_libraries(site_dirs())[0]]
     path, plan = repair_wheel(a.wheel, a.output, available)
     libs = ", ".join(f"{lib.manifest.name} {lib.manifest.version} ({lib.manifest.platform})"
                      for lib in plan.libraries) or "none"

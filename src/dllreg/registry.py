@@ -214,6 +214,15 @@ def _vendored(dist_info: Path) -> tuple[str, ...]:
         raise ManifestError(f"{path}: unreadable consumer record ({exc})") from None
 
 
+def consumer_stubs(dist_info: Path) -> tuple[str, ...]:
+    """The stubs a consumer's wheel installed (``pkg/_dlls.py``), from its record."""
+    path = _consumer_record_path(dist_info) or dist_info / CONSUMER_RECORD
+    try:
+        return tuple(json.loads(path.read_text(encoding="utf-8")).get("stubs", []))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"{path}: unreadable consumer record ({exc})") from None
+
+
 def installed_consumers(dirs: Sequence[Path]) -> tuple[list[Consumer], list[DllregError]]:
     consumers: list[Consumer] = []
     errors: list[DllregError] = []

@@ -112,10 +112,16 @@ def choose(requires: Sequence[NativeRequirement], available: Sequence[LibraryCop
     return order
 
 
+def runtime_manifest(manifest: Manifest, source: str) -> Manifest:
+    """The manifest of a copy that only runs (vendored, frozen): it lists only the shared
+    libraries, not headers, import libraries or pkg-config files."""
+    return dataclasses.replace(manifest, headers=(), import_libraries=(), pkgconfig=None,
+                               source=source)
+
+
 def _runtime_copy(lib: LibraryCopy) -> tuple[tuple[str, bytes], ...]:
     """What the stub needs: the shared libraries and a manifest that lists only them."""
-    m = dataclasses.replace(lib.manifest, headers=(), import_libraries=(), pkgconfig=None,
-                            source=f"vendored from {lib.manifest.source or lib.origin}")
+    m = runtime_manifest(lib.manifest, f"vendored from {lib.manifest.source or lib.origin}")
     files = dict(lib.files)
     return (*((f.path, files[f.path]) for f in m.libraries), (MANIFEST_NAME, m.to_text().encode()))
 

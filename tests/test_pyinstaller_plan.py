@@ -1,0 +1,62 @@
+"""What dllreg's PyInstaller hook collects, decided over data (the real freeze is in
+test_pyinstaller.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dllreg.manifest import LibraryFile, Manifest
+from dllreg.names import NativeRequirement
+from dllreg.pyinstaller_hook import Collected, plan_collection, stub_modules
+from dllreg.registry import Consumer, InstalledLibrary
+
+SITE = Path("/site")
+
+
+def lib(name: str, version: str, path: str, *requires: str, provider: str = "wheel",
+        site: Path = SITE) -> InstalledLibrary:
+    soname = path.rsplit("/", 1)[-1]
+    m = Manifest(name, version, "linux_x86_64", (LibraryFile(path, soname, "0" * 64),),
+                 tuple(NativeRequirement.parse(r) for r in requires), headers=("include/x.h",),
+                 provider=provider)
+    folder = name if provider == "wheel" else f"{name}.{provider}"
+    return InstalledLibrary(m, site / "dllreg.libs" / folder, site)
+
+
+def consumer(*requires: str, vendored: tuple[str, ...] = ()) -> Consumer:
+    return Consumer("qapp", "0.1", tuple(NativeRequirement.parse(r) for r in requires),
+                    SITE / "qapp-0.1.dist-info", vendored)
+
+
+def test_dependencies_first_and_a_registration_becomes_a_wheel_copy() -> None:
+    libs = [lib("qsum", "3.1.4", "lib/libqsum.so.3", "base>=1"),
+            lib("base", "1.2", "/usr/lib/x86_64-linux-gnu/libbase.so.1", provider="system")]
+    plan = plan_collection(consumer("qsum>=3"), libs)
+    assert [dest for dest, _ in plan.manifests] == ["dllreg.libs/base", "dllreg.libs/qsum"]
+    assert plan.files == (
+        Collected(Path("/usr/lib/x86_64-linux-gnu/libbase.so.1"), "dllreg.libs/base/lib", True),
+        Collected(SITE / "dllreg.libs/qsum/lib/libqsum.so.3", "dllreg.libs/qsum/lib", True))
+    base = Manifest.from_text(plan.manifests[0][1], "base")
+    assert (base.provider, base.libraries[0].path, base.headers) == ("wheel", "lib/libbase.so.1", ())
+    assert plan.missing == ()
+
+
+def test_the_first_copy_that_satisfies_wins_as_in_the_stub() -> None:
+    old = lib("qsum", "2.0", "lib/libqsum.so.3", site=Path("/user"))
+    new = lib("qsum", "3.1.4", "lib/libqsum.so.3")
+    plan = plan_collection(consumer("qsum>=3"), [old, new])
+    assert plan.files == (Collected(SITE / "dllreg.libs/qsum/lib/libqsum.so.3",
+                                    "dllreg.libs/qsum/lib", True),)
+
+
+def test_missing_is_reported_unless_vendored_and_markers_apply() -> None:
+    plan = plan_collection(consumer("qsum>=3", "winonly; sys_platform == 'win32'"), [])
+    assert [(who, str(r)) for who, r in plan.missing] == [("qapp 0.1", "qsum>=3")]
+    vendored = [(SITE / "qapp/dllreg.libs/qsum/MANIFEST", "qapp/dllreg.libs/qsum")]
+    plan = plan_collection(consumer("qsum>=3", vendored=("qsum",)), [], vendored)
+    assert plan.missing == () and plan.files == (
+        Collected(vendored[0][0], "qapp/dllreg.libs/qsum", False),)
+
+
+def test_stub_modules() -> None:
+    assert stub_modules(["qapp/_dlls.py", "a/b/_dlls.py", "odd.py"]) == ["qapp._dlls", "a.b._dlls"]

@@ -254,3 +254,31 @@ def test_real_numpy(tmp_path: Path, venv: Venv) -> None:
     assert json.loads(out[1]) == [str(registry)]
     venv.dllreg("check")
     print(proc.stdout, file=sys.stderr)
+
+
+@pytest.mark.e2e
+@needs_gcc
+def test_a_library_wheel_from_an_index_is_refused(tmp_path: Path, venv: Venv) -> None:
+    """Dependency confusion: a consumer requires dllreg-lib-foo and an index (here a real
+    file:// simple index that pip reads) has one; install refuses it unless the same wheel
+    is in a local --find-links directory."""
+    lib = library_wheel(tmp_path)  # dllreg-lib-foo 1.2, gcc-built
+    index = tmp_path / "simple" / "dllreg-lib-foo"
+    index.mkdir(parents=True)
+    shutil.copy(lib, index)  # a static PEP 503 page: what pip reads from a file:// index
+    (index / "index.html").write_text(f'<html><body><a href="{lib.name}">{lib.name}</a></body></html>\n')
+    links = tmp_path / "links"
+    _wheel(links / "pkgx-1.0-py3-none-any.whl", {"pkgx/__init__.py": b""}, requires=("dllreg-lib-foo>=1",))
+    before = sorted(p.name for p in venv.site.iterdir())
+    args = ("--index-url", (tmp_path / "simple").as_uri(), "--find-links", str(links), "pkgx")
+    proc = _dllreg_install(venv, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: pip took {lib.name} from an index, not from a local --find-links")
+    assert line.endswith("nothing was installed")
+    assert sorted(p.name for p in venv.site.iterdir()) == before
+
+    shutil.copy(lib, links)  # the wheel meant is local: pip may take either copy, both are it
+    proc = _dllreg_install(venv, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (venv.site / "dllreg.libs" / "foo" / "MANIFEST").is_file()

@@ -85,7 +85,9 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         download,
         fetch_library,
         human_size,
+        index_library_wheels,
         install,
+        local_find_links,
         pip_prefix,
         wheel_lines,
         write_wheelhouse,
@@ -104,7 +106,7 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
     registry = load_registry(a.recipes)
     target = Target(pip_prefix(a.python), _index_args(a), a.quiet)
     run = _runner(err)
-    local_links = [Path(f) for f in a.find_links if "://" not in f and Path(f).is_dir()]
+    local_links = local_find_links(a.find_links, os.environ)
     with tempfile.TemporaryDirectory(prefix="dllreg-install-") as tmp:
         work = Path(tmp)
         if a.wheelhouse is not None:
@@ -114,6 +116,15 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         else:
             house = work / "wheelhouse"
         downloads = download(target, requirements, work / "downloads", run, progress)
+        remote = index_library_wheels(downloads, local_links)
+        if remote:  # a dllreg-lib name anyone may publish: only a local wheel is meant
+            raise InstallError(
+                f"pip took {', '.join(w.name for w in remote)} from an index, not from a local "
+                "--find-links directory; dllreg-lib-* names are not registered on PyPI, so anyone "
+                "may publish one (dependency confusion). Put the library wheel you mean in a "
+                "directory and pass --find-links DIR (with --no-index to use nothing else), or "
+                "build the consumer to require the recipe's PyPI wheel (docs/install.md); "
+                "nothing was installed")
         fetch = None if a.no_fetch else (
             lambda name, platform: fetch_library(target, registry, name, platform, work / "fetched",
                                                  run, progress))

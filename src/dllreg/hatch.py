@@ -27,9 +27,11 @@ from hatchling.plugin import hookimpl
 
 from .config import parse_config
 from .consumer import consumer_record, insert_stub_import
-from .errors import ConfigError
+from .errors import ConfigError, DllregError
+from .recipes import load_registry
 from .registry import CONSUMER_RECORD
 from .stub import IMPORT_LINE, STUB_FILE, render_stub
+from .wheelprovider import consumer_requirements, resolve_choices
 
 
 class DllregBuildHook(BuildHookInterface):  # type: ignore[misc]  # hatchling is untyped here
@@ -38,8 +40,13 @@ class DllregBuildHook(BuildHookInterface):  # type: ignore[misc]  # hatchling is
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
             return
-        table = {"backend": "hatchling.build", "requires": self.config.get("requires", [])}
+        table = {"backend": "hatchling.build", "requires": self.config.get("requires", []),
+                 "providers": self.config.get("providers", {})}
         config = parse_config({"tool": {"dllreg": table}})
+        try:  # as dllreg.build: a recipe's PyPI wheel by default (docs/pyproject.md, providers)
+            choices = resolve_choices(config.requires, dict(config.providers), load_registry())
+        except DllregError as exc:
+            raise ConfigError(f"pyproject.toml: [tool.hatch.build.hooks.dllreg] {exc}") from None
         packages = self.config.get("packages")
         if not isinstance(packages, list) or not packages:
             raise ConfigError("pyproject.toml: [tool.hatch.build.hooks.dllreg] packages: list the "
@@ -57,13 +64,14 @@ class DllregBuildHook(BuildHookInterface):  # type: ignore[misc]  # hatchling is
                     "docstring and __future__ imports); a build hook cannot edit your sources")
             stub = out / rel / STUB_FILE
             stub.parent.mkdir(parents=True, exist_ok=True)
-            stub.write_text(render_stub(str(package), config.active_requires()), encoding="utf-8")
+            stub.write_text(render_stub(str(package), config.active_requires(), choices),
+                            encoding="utf-8")
             build_data["force_include"][str(stub)] = f"{rel}/{STUB_FILE}"
             stubs.append(f"{rel}/{STUB_FILE}")
         record = out / CONSUMER_RECORD
         record.write_text(consumer_record(config.requires, stubs), encoding="utf-8")
         build_data["extra_metadata"][str(record)] = CONSUMER_RECORD
-        build_data["dependencies"].extend(r.dist_requirement for r in config.requires)
+        build_data["dependencies"].extend(consumer_requirements(config.requires, choices))
 
     def _source_dir(self, rel: str) -> str:
         # src layout or flat layout, as hatchling itself finds packages

@@ -131,6 +131,28 @@ def download(target: Target, requirements: Sequence[str], dest: Path, run: PipRu
     return wheels
 
 
+def index_library_wheels(downloads: Sequence[Path], local_dirs: Sequence[Path]) -> list[Path]:
+    """The ``dllreg-lib-*`` wheels pip downloaded that no local directory holds (same file
+    name, same bytes): pip took them from an index or a remote find-links. Nobody registers
+    those names on PyPI for dllreg, so anyone may publish one there (dependency confusion):
+    ``install`` refuses them instead of installing them (docs/install.md)."""
+    out = []
+    for wheel in downloads:
+        if not is_library_wheel(wheel.name):
+            continue
+        local = [d / wheel.name for d in local_dirs if (d / wheel.name).is_file()]
+        if not any(p.read_bytes() == wheel.read_bytes() for p in local):
+            out.append(wheel)
+    return out
+
+
+def local_find_links(given: Sequence[str], environ: Mapping[str, str]) -> list[Path]:
+    """The local directories pip's download step may take wheels from: ``--find-links`` and
+    ``PIP_FIND_LINKS`` entries that are directories (URLs are not local)."""
+    entries = [*given, *environ.get("PIP_FIND_LINKS", "").split()]
+    return [Path(e) for e in dict.fromkeys(entries) if "://" not in e and Path(e).is_dir()]
+
+
 # --- step 2: devendor ---------------------------------------------------------------------------
 
 

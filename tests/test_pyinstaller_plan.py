@@ -58,5 +58,20 @@ def test_missing_is_reported_unless_vendored_and_markers_apply() -> None:
         Collected(vendored[0][0], "qapp/dllreg.libs/qsum", False),)
 
 
+def test_a_pypi_provider_copy_gets_its_files_hashed() -> None:
+    # A PyPI wheel installed as it is (docs/registry.md): absolute paths, RECORD-form hashes.
+    path = "/site/scipy_openblas32/lib/libscipy_openblas.so"
+    m = Manifest("openblas", "0.3.30", "manylinux_2_28_x86_64",
+                 (LibraryFile(path, "libscipy_openblas.so", "sha256=abc"),),
+                 provider="pypi:scipy-openblas32")
+    copy = InstalledLibrary(m, SITE / "scipy_openblas32", SITE)
+    plan = plan_collection(consumer("openblas>=0.3"), [copy], hasher=lambda p: "f" * 64)
+    assert plan.files == (Collected(Path(path), "dllreg.libs/openblas/lib", True),)
+    frozen = Manifest.from_text(plan.manifests[0][1], "openblas")
+    assert frozen.libraries[0] == LibraryFile("lib/libscipy_openblas.so",
+                                              "libscipy_openblas.so", "f" * 64)
+    assert (frozen.provider, frozen.source) == ("wheel", "frozen from pypi:scipy-openblas32")
+
+
 def test_stub_modules() -> None:
     assert stub_modules(["qapp/_dlls.py", "a/b/_dlls.py", "odd.py"]) == ["qapp._dlls", "a.b._dlls"]

@@ -18,10 +18,11 @@ import dataclasses
 import hashlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .check import _sha256
 from .errors import DllregError
 from .manifest import MANIFEST_NAME, LibraryFile
 from .names import REGISTRY_DIR, WHEEL, NativeRequirement
@@ -64,11 +65,14 @@ def stub_modules(stubs: Sequence[str]) -> list[str]:
 
 
 def plan_collection(consumer: Consumer, libraries: Sequence[InstalledLibrary],
-                    vendored: Sequence[tuple[Path, str]] = ()) -> Collection:
+                    vendored: Sequence[tuple[Path, str]] = (), *,
+                    hasher: Callable[[Path], str] = _sha256) -> Collection:
     """What to put into the app for ``consumer``: for each requirement that applies here, the
     first copy in search order that satisfies it (as the stub chooses) and, first, what that
     copy requires; ``vendored`` are (file, dest dir) of its own ``<package>/dllreg.libs``.
-    An external provider's files (absolute paths on this machine) become a wheel-style copy."""
+    A conda, system or PyPI provider's files (absolute paths on this machine) become a
+    wheel-style copy; ``hasher`` gives their sha256 where the provider's is not one (a PyPI
+    wheel's RECORD form), for DLLREG_VERIFY in the frozen app."""
     files = [Collected(src, dest, src.name != MANIFEST_NAME) for src, dest in vendored]
     manifests: list[tuple[str, str]] = []
     missing: list[tuple[str, NativeRequirement]] = []
@@ -92,7 +96,9 @@ def plan_collection(consumer: Consumer, libraries: Sequence[InstalledLibrary],
         if lib.manifest.external:
             m = dataclasses.replace(m, provider=WHEEL, registered_by="", dll_directories=(),
                                     libraries=tuple(dataclasses.replace(
-                                        f, path="lib/" + f.path.rsplit("/", 1)[-1])
+                                        f, path="lib/" + f.path.rsplit("/", 1)[-1],
+                                        sha256=f.sha256 if _is_hex_sha256(f.sha256)
+                                        else hasher(lib.file_path(f.path)))
                                         for f in m.libraries))
         for original, f in zip(lib.manifest.libraries, m.libraries):
             files.append(Collected(lib.file_path(original.path), _parent(dest, f), True))
@@ -105,6 +111,10 @@ def plan_collection(consumer: Consumer, libraries: Sequence[InstalledLibrary],
         need(f"{consumer.name} {consumer.version}", req)
     unique = tuple(dict.fromkeys(files))
     return Collection(unique, tuple(manifests), tuple(missing))
+
+
+def _is_hex_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _parent(dest: str, f: LibraryFile) -> str:

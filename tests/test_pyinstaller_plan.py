@@ -3,11 +3,22 @@ test_pyinstaller.py)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 from dllreg.manifest import LibraryFile, Manifest
 from dllreg.names import NativeRequirement
-from dllreg.pyinstaller_hook import Collected, plan_collection, stub_modules
+from dllreg.pyinstaller_hook import (
+    HOOK_TEXT,
+    Collected,
+    get_hook_dirs,
+    plan_collection,
+    stub_modules,
+)
 from dllreg.registry import Consumer, InstalledLibrary
 
 SITE = Path("/site")
@@ -75,3 +86,29 @@ def test_a_pypi_provider_copy_gets_its_files_hashed() -> None:
 
 def test_stub_modules() -> None:
     assert stub_modules(["qapp/_dlls.py", "a/b/_dlls.py", "odd.py"]) == ["qapp._dlls", "a.b._dlls"]
+
+
+def test_get_hook_dirs_writes_one_hook_per_installed_stub(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    for name, stubs in (("qapp", ["qapp/_dlls.py"]), ("qnest", ["qnest/core/_dlls.py"])):
+        info = site / f"{name}-0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "dllreg.json").write_text(json.dumps({"requires": ["qsum"], "stubs": stubs}))
+    monkeypatch.setattr(sys, "path", [str(site)])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (folder,) = get_hook_dirs()
+    assert folder.startswith(str(tmp_path / "cache" / "dllreg" / "pyinstaller-hooks"))
+    assert sorted(p.name for p in Path(folder).iterdir()) == ["hook-qapp._dlls.py",
+                                                              "hook-qnest.core._dlls.py"]
+    assert (Path(folder) / "hook-qapp._dlls.py").read_text() == HOOK_TEXT
+    shutil.rmtree(site / "qnest-0.1.dist-info")  # uninstalled: its hook goes
+    assert get_hook_dirs() == [folder]
+    assert [p.name for p in Path(folder).iterdir()] == ["hook-qapp._dlls.py"]
+    # No writable cache (here: XDG_CACHE_HOME is a file): a private temporary folder instead.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    (other,) = get_hook_dirs()
+    assert Path(other).name.startswith("dllreg-pyinstaller-hooks-")
+    assert [p.name for p in Path(other).iterdir()] == ["hook-qapp._dlls.py"]
+    shutil.rmtree(other)

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,10 @@ def get_hook_dirs() -> list[str]:
     folder = _hooks_folder()
     consumers, _ = installed_consumers(site_dirs())
     wanted = {f"hook-{m}.py" for c in consumers for m in stub_modules(consumer_stubs(c.dist_info))}
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable home (a CI container): a private folder of our own
+        folder = Path(tempfile.mkdtemp(prefix="dllreg-pyinstaller-hooks-"))
     for name in sorted(wanted):
         path = folder / name
         if not path.is_file() or path.read_text(encoding="utf-8") != HOOK_TEXT:

@@ -367,7 +367,8 @@ def test_cli_json_schema(tmp_path: Path, elf: dict[str, bytes]) -> None:
     assert set(ext) == {"path", "size", "format", "arch", "arches", "bits", "kind", "name", "export_name",
                         "needed", "delay_needed", "rpath", "runpath", "min_os", "needs"}
     assert ext["needs"][0] == {"name": "libdemo-abcd1234.so.1", "category": "vendored", "delayed": False,
-                               "via": "rpath", "member": "pkg.libs/libdemo-abcd1234.so.1", "library": None}
+                               "via": "rpath", "member": "pkg.libs/libdemo-abcd1234.so.1", "library": None,
+                               "provider": None}
     lone = tmp_path / "libinner.so"
     lone.write_bytes(elf["inner"])
     doc = json.loads(cli(str(lone), "--json")[1])

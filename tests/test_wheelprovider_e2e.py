@@ -6,6 +6,7 @@ process, /proc/self/maps showing that wheel's file and nothing else; list/show/c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,12 @@ def test_two_consumers_load_the_pypi_wheel_own_file(tmp_path: Path, house: Path)
     assert sorted(c["name"] for c in lib["consumers"]) == ["blasdot", "blasgemm"]
     shown = run([env.python, "-m", "dllreg", "show", "openblas"]).stdout
     assert "provider: pypi:scipy-openblas32" in shown
+    inspected = run([env.python, "-m", "dllreg", "inspect", str(ext)]).stdout
+    assert re.search(r"libscipy_openblas\.so \[openblas, pypi:scipy-openblas32\] +registry\n", inspected)
+    doc = json.loads(run([env.python, "-m", "dllreg", "inspect", "--json", str(ext)]).stdout)
+    need = next(n for n in doc["binaries"][0]["needs"] if n["name"] == "libscipy_openblas.so")
+    assert (need["category"], need["library"], need["provider"]) == (
+        "registry", "openblas", "pypi:scipy-openblas32")
     assert run([env.python, "-m", "dllreg", "check", "--verify"]).stdout.endswith(
         "1 libraries, 2 consumers: OK\n")
     # check --verify compares the wheel's files with pip's RECORD: an edited header shows

@@ -50,6 +50,7 @@ class Need:
     via: str | None = None  # rpath, inherited-rpath, same-dir, libs-dir, loader_path, install-name, registry
     member: str | None = None  # the wheel member that meets it
     library: str | None = None  # the registry library that provides it
+    provider: str | None = None  # who installed that library here: wheel, conda, system, pypi:<dist>
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,6 +376,24 @@ def installed_runtime_names() -> dict[str, str]:
     return out
 
 
+def installed_providers() -> dict[str, str]:
+    """Installed registry library -> the provider of the copy that comes first (search order)."""
+    from .registry import installed_libraries, site_dirs
+
+    out: dict[str, str] = {}
+    for lib in installed_libraries(site_dirs())[0]:
+        out.setdefault(lib.manifest.name, lib.provider)
+    return out
+
+
+def with_providers(report: Report, providers: Mapping[str, str]) -> Report:
+    """The report with each registry need's installed provider (``pypi:scipy-openblas32``)."""
+    binaries = tuple(dataclasses.replace(b, needs=tuple(
+        dataclasses.replace(n, provider=providers.get(n.library)) if n.library and n.via != "not-installed"
+        and n.member is None else n for n in b.needs)) for b in report.binaries)
+    return dataclasses.replace(report, binaries=binaries)
+
+
 def recipe_runtime_names() -> dict[str, str]:
     """Runtime name (every platform's) -> recipe name, from dllreg's registry of recipes."""
     from .recipes import load_registry
@@ -404,6 +423,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> Mem
 def inspect_path(path: Path, registry: Mapping[str, str] | None = None) -> Report:
     """Inspect a wheel (by its .whl suffix) or a single ELF / PE / Mach-O file."""
     names = installed_runtime_names() if registry is None else registry
+    if registry is None:
+        return with_providers(inspect_path(path, names), installed_providers())
     if path.suffix.lower() == ".whl":
         try:
             parse_wheel_filename(path.name)

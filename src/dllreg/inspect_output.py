@@ -25,7 +25,8 @@ def _mb(size: int) -> str:
 
 
 def _label(n: Need) -> str:
-    return n.name + (" (delay)" if n.delayed else "") + (f" [{n.library}]" if n.library else "")
+    lib = f"{n.library}, {n.provider}" if n.provider not in (None, "wheel") else n.library
+    return n.name + (" (delay)" if n.delayed else "") + (f" [{lib}]" if lib else "")
 
 
 def _binary_text(b: Binary) -> list[str]:

@@ -159,3 +159,18 @@ def test_inner_backend_failure_is_shown_unchanged_with_context(
     assert info.value.args == ("compiler exploded: foo.c:3: error",)  # unchanged
     assert "the inner backend 'failing_inner' failed in build_wheel" in capsys.readouterr().err
     assert list(out.iterdir()) == []  # the inner backend wrote into dllreg's temp dir only
+
+
+def test_inner_systemexit_gets_the_context_note(tmp_path: Path) -> None:
+    """meson-python fails with SystemExit: dllreg's note must still say which backend failed."""
+    import subprocess
+    import sys
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.dllreg]\nbackend = "failing"\nbackend-path = ["."]\nrequires = []\n')
+    (tmp_path / "failing.py").write_text(
+        "def build_wheel(d, c=None, m=None):\n    raise SystemExit('meson setup failed')\n")
+    r = subprocess.run([sys.executable, "-c", "import dllreg.build as b; b.build_wheel('out')"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "meson setup failed" in r.stderr
+    assert "dllreg.build: the inner backend 'failing' failed in build_wheel" in r.stderr, r.stderr

@@ -138,3 +138,24 @@ def test_devendored_numpy_and_its_library_wheels(tmp_path: Path) -> None:
     parsed = dict(zip((w.name.split("-")[0] for w in wheels), assert_uploadable(*wheels)))
     assert str(parsed["dllreg_lib_openblas64"].license_expression).startswith("BSD-3-Clause-Attribution")
     assert any(str(r).startswith("dllreg-lib-openblas64") for r in parsed["numpy"].requires_dist or [])
+
+
+def test_sdist_requires_dist_is_static_only_when_every_platform_agrees() -> None:
+    from dllreg.build import _static_choices
+    from dllreg.config import ConsumerConfig, parse_config
+    from dllreg.sdist import sdist_changes
+
+    def config(requires: list[str]) -> ConsumerConfig:
+        return parse_config({"tool": {"dllreg": {"backend": "setuptools.build_meta", "requires": requires}}})
+
+    pkg_info = {"p-1/PKG-INFO": b"Metadata-Version: 2.4\nName: p\nVersion: 1\n\nbody\n"}
+    # scipy-openblas32 serves openblas on Linux, Windows and macOS: static, identical lines
+    choices = _static_choices(config(["openblas>=0.3"]))
+    assert choices is not None
+    text = sdist_changes(pkg_info, config(["openblas>=0.3"]).requires, choices)["p-1/PKG-INFO"].decode()
+    assert requires_dist(text) == ["scipy-openblas32>=0.3"] and "Dynamic" not in text
+    # the CUDA runtime's PyPI wheel is Linux-only: the wheels differ by platform, so Dynamic
+    assert _static_choices(config(["cudart>=12"])) is None
+    text = sdist_changes(pkg_info, (), None)["p-1/PKG-INFO"].decode()
+    meta = Metadata.from_email(text, validate=True)
+    assert meta.dynamic == ["requires-dist"] and not meta.requires_dist

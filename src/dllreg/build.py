@@ -146,8 +146,24 @@ def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = N
     with _env(**{PHASE_VAR: "sdist"}):
         name = str(backend.build_sdist(sdist_directory, config_settings))
     # PEP 643: the wheels add Requires-Dist, so the sdist's PKG-INFO must declare it too
-    patch_sdist(Path(sdist_directory, name), config.requires)
+    patch_sdist(Path(sdist_directory, name), config.requires, _static_choices(config))
     return name
+
+
+def _static_choices(config: ConsumerConfig) -> dict[str, str] | None:
+    """The providers every platform family's wheel gets, or None when they differ by family."""
+    from .recipes import FAMILIES, load_registry
+    from .wheelprovider import requirement_for, resolve_choices
+
+    registry = load_registry()
+    seen = set()
+    for family in FAMILIES:
+        try:
+            chosen = resolve_choices(config.requires, dict(config.providers), registry, family)
+        except DllregError as exc:
+            raise BuildError(f"pyproject.toml: {exc}") from None
+        seen.add(tuple(requirement_for(r, chosen[r.name], registry, family) for r in config.requires))
+    return _choices(config) if len(seen) == 1 else None
 
 
 def _patch_metadata_dir(directory: Path, requires: Sequence[NativeRequirement],
@@ -203,7 +219,8 @@ def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | No
         with _env(**_pkgconfig_env(active, choices, Path(tmp, ".dllreg-pkgconfig"))):
             try:
                 name = str(getattr(backend, hook)(tmp, config_settings))
-            except Exception as exc:  # the inner error stays as it is; dllreg adds context
+            # meson-python reports its failures with SystemExit, which is no Exception
+            except (Exception, SystemExit) as exc:  # the inner error stays; dllreg adds context
                 context = (f"dllreg.build: the inner backend {config.backend!r} failed in {hook}; "
                            f"nothing was written to {wheel_directory}")
                 if hasattr(exc, "add_note"):

@@ -1,10 +1,12 @@
 """A consumer's sdist with honest core metadata (PEP 643).
 
 The wheel's METADATA gains ``Requires-Dist: dllreg-lib-NAME...`` (consumer.py); a 2.2+ sdist that
-does not list them, nor marks ``Dynamic: Requires-Dist``, promises metadata the wheel breaks. The
-lines are static (the same ``[tool.dllreg] requires`` with markers), so the sdist's PKG-INFO gets
-the identical lines. ``sdist_changes`` decides over member names and bytes; ``patch_sdist`` is
-the tar edge.
+does not list them, nor marks ``Dynamic: Requires-Dist``, promises metadata the wheel breaks.
+When every platform family's wheel gets the same lines (``[tool.dllreg] requires`` with markers,
+each served by the same distribution), the sdist's PKG-INFO gets those identical lines; when the
+provider differs by platform (a recipe's PyPI wheel exists for Linux only), it says
+``Dynamic: Requires-Dist``. ``sdist_changes`` decides over member names and bytes;
+``patch_sdist`` is the tar edge.
 """
 
 from __future__ import annotations
@@ -29,19 +31,30 @@ def _is_pkg_info(name: str) -> bool:
     return parts[-1] == "PKG-INFO" and (len(parts) == 2 or parts[-2].endswith(".egg-info"))
 
 
-def sdist_changes(data: Mapping[str, bytes], requires: Sequence[NativeRequirement]) -> dict[str, bytes]:
-    """The PKG-INFO members of an sdist with the library wheels' ``Requires-Dist`` added."""
+def _dynamic(text: str) -> str:
+    head, sep, body = text.partition("\n\n")
+    lines = head.splitlines()
+    if "Dynamic: Requires-Dist" not in (x.strip() for x in lines):
+        lines.append("Dynamic: Requires-Dist")
+    return "\n".join(lines) + "\n" + (sep[1:] + body if sep else "")
+
+
+def sdist_changes(data: Mapping[str, bytes], requires: Sequence[NativeRequirement],
+                  choices: Mapping[str, str] | None) -> dict[str, bytes]:
+    """The PKG-INFO members of an sdist with the wheels' ``Requires-Dist`` added (served by
+    ``choices``), or with ``Dynamic: Requires-Dist`` when ``choices`` is None (it differs by platform)."""
     out = {}
     for name, content in data.items():
         if _is_pkg_info(name):
             text = content.decode("utf-8")
-            patched = patch_metadata(text, requires)
+            patched = patch_metadata(text, requires, choices) if choices is not None else _dynamic(text)
             if patched != text:
                 out[name] = patched.encode("utf-8")
     return out
 
 
-def patch_sdist(path: Path, requires: Sequence[NativeRequirement]) -> None:
+def patch_sdist(path: Path, requires: Sequence[NativeRequirement], choices: Mapping[str, str] | None
+                ) -> None:
     """Rewrite the ``.tar.gz`` sdist at ``path`` in place (temp file, then rename)."""
     if not requires:
         return
@@ -50,7 +63,7 @@ def patch_sdist(path: Path, requires: Sequence[NativeRequirement]) -> None:
             members = tf.getmembers()
             data = {m.name: f.read() for m in members if m.isfile() and _is_pkg_info(m.name)
                     for f in [tf.extractfile(m)] if f}
-            changes = sdist_changes(data, requires)
+            changes = sdist_changes(data, requires, choices)
             if not changes:
                 return
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)

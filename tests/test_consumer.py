@@ -18,10 +18,12 @@ EXT = "_ext.cpython-311-x86_64-linux-gnu.so"
     (["a/__init__.py", f"a/{EXT}"], ["a"]),
     (["a/__init__.py", "a/b/__init__.py", f"a/b/{EXT}"], ["a"]),
     (["ns/b/__init__.py", f"ns/b/{EXT}", "ns/c/__init__.py"], ["ns.b"]),
+    (["a/__init__.py", "a/b/__init__.py", f"a/b/ns/{EXT}", f"a/b/ns/deeper/{EXT}"], ["a"]),
     (["a/__init__.py", "a/x.abi3.so", "z/__init__.py", "z/y.pyd"], ["a", "z"]),
     (["p-1.data/platlib/a/__init__.py", f"p-1.data/platlib/a/{EXT}"], ["a"]),
     (["a/__init__.py", "a/util.py", "b/__init__.py", "p-1.dist-info/METADATA"], ["a", "b"]),
-], ids=["flat", "nested", "namespace-parent", "abi3-and-pyd", "data-platlib", "ctypes-only"])
+], ids=["flat", "nested", "namespace-parent", "namespace-inside-regular", "abi3-and-pyd", "data-platlib",
+        "ctypes-only"])
 def test_stub_packages(members: list[str], expected: list[str]) -> None:
     assert stub_packages(members) == expected
 
@@ -29,6 +31,7 @@ def test_stub_packages(members: list[str], expected: list[str]) -> None:
 @pytest.mark.parametrize("members,match", [
     ([EXT], "top level of the wheel, outside any package"),
     (["ns/" + EXT], "no __init__.py"),
+    (["ns/deeper/" + EXT], "no __init__.py"),
     (["p-1.dist-info/METADATA", "mod.py"], "neither extension modules nor a top-level package"),
 ])
 def test_stub_packages_refuses_layouts_it_cannot_serve(members: list[str], match: str) -> None:

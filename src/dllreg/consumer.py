@@ -72,8 +72,9 @@ def stub_packages(members: Iterable[str], is_extension: Callable[[str], bool] | 
     """Dotted names of the packages that get a stub, decided from the wheel's file list.
 
     Each extension module's stub goes in the outermost package of an unbroken chain of
-    regular packages (directories with ``__init__.py``) that contains it, so it runs before
-    any extension of that chain can load. With no extension module at all (a ctypes/cffi
+    regular packages (directories with ``__init__.py``) that contains it (or, for one in a
+    namespace folder, its nearest regular parent package), so it runs before any extension
+    of that chain can load. With no extension module at all (a ctypes/cffi
     consumer), every top-level regular package gets one. ``is_extension`` (given the member
     name) tells extension modules from other binaries named like them; by default the name
     decides.
@@ -91,6 +92,10 @@ def stub_packages(members: Iterable[str], is_extension: Callable[[str], bool] | 
                 "package, so nothing can preload its libraries before it loads; move it into "
                 "a package (e.g. mypkg/" + ext + ") whose __init__.py imports it"
             )
+        # An extension in a namespace folder inside a regular package (scipy's
+        # sparse/linalg/_propack/) is imported through that package: its stub serves.
+        while len(parts) > 1 and "/".join(parts) not in inits:
+            parts = parts[:-1]
         if "/".join(parts) not in inits:
             raise BuildError(
                 f"extension module {ext} is in {'/'.join(parts)}/, which has no __init__.py "

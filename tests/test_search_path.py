@@ -164,3 +164,22 @@ def test_site_dirs_and_the_stub_search_the_same_folders(lay: Layout) -> None:
     # The same answer in this process for the same entries.
     assert [str(p) for p in site_dirs(path=["", ".", "rel", str(lay.zip), str(lay.file),
                                             str(lay.missing), str(lay.libs)])] == [str(lay.libs)]
+
+
+def test_check_from_inside_a_searched_site_still_sees_it(lay: Layout) -> None:
+    # Only the entry `python -m` put first is dropped, not every entry equal to the cwd.
+    r = subprocess.run([sys.executable, "-m", "dllreg", "check"], capture_output=True,
+                       text=True, cwd=lay.libs, env={**os.environ, "PYTHONPATH": lay.pythonpath()})
+    assert r.returncode == 0 and "1 libraries, 1 consumers: OK" in r.stdout, r
+
+
+def test_a_manifest_that_cannot_be_read_is_an_error_for_both(lay: Layout) -> None:
+    # The folder is there but its MANIFEST is not a file: not "absent" (that is only for
+    # entries and folders that are not there), but unreadable, for the stub and for check.
+    manifest = lay.lib / "MANIFEST"
+    manifest.unlink()
+    manifest.mkdir()
+    r = python(PROBE.format(entries=lay.entries[:-1]), lay.app, lay.libs, cwd=lay.cwd)
+    assert "is unreadable" in r.stderr and str(manifest) in r.stderr, r.stderr
+    check = lay.cli("check")
+    assert check.returncode == 1 and f"{manifest}: cannot read manifest" in check.stdout, check

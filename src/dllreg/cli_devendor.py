@@ -122,7 +122,8 @@ def _report(plan: DevendorPlan, written: dict[str, str], notes: dict[str, tuple[
             "bytes_before": wp.bytes_before, "bytes_after": wp.bytes_after,
             "requires": [str(r) for r in wp.requires],
             "libraries": [{"member": d.member, "action": d.action, "reason": d.reason, "size": d.size,
-                           "library": d.library, "version": d.version, "runtime": d.runtime}
+                           "library": d.library, "version": d.version, "runtime": d.runtime,
+                           "served_by": d.served_by}
                           for d in wp.decisions],
             "notes": list(notes.get(wp.wheel.filename, ())),
         })

@@ -23,7 +23,9 @@ from . import devendor_macos as macos
 from .devendor_facts import VendoredLib, analyse, order
 from .devendor_names import best_version, build_tag, derived_names, split_abi, unmangle
 from .devendor_read import DevendorError, InputWheel, LibraryWheel
+from .devendor_share import Copy, Key, Served, choose_servers
 from .errors import DllregError
+from .inspect import Report
 from .names import NativeRequirement
 from .recipe_build import platform_family
 from .recipes import Recipe, Registry
@@ -43,6 +45,7 @@ class Decision:
     library: str | None = None  # substitute / package: the registry library
     version: str | None = None
     runtime: str | None = None  # the name binaries need after the rewrite
+    served_by: str | None = None  # package: "WHEEL: MEMBER" of the copy whose library wheel it uses
 
     @property
     def requirement(self) -> NativeRequirement | None:
@@ -135,6 +138,9 @@ class _Shared:
     available: Sequence[LibraryWheel]
     packaged: dict[str, tuple[VendoredLib, Decision, str]] = dataclasses.field(default_factory=dict)
     missing: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    served: dict[Key, Served] = dataclasses.field(default_factory=dict)  # devendor_share
+    alone: dict[Key, str] = dataclasses.field(default_factory=dict)
+    copies: dict[Key, VendoredLib] = dataclasses.field(default_factory=dict)
 
 
 def _substitute(lib: VendoredLib, recipe: Recipe, platform: str,
@@ -216,10 +222,22 @@ def _package(lib: VendoredLib, family: str, matched: list[tuple[Recipe, str | No
     if clash is not None:
         return Decision(lib.member, "keep", f"runtime name {runtime} is already taken by "
                         f"{clash.member}", lib.size)
-    decision = Decision(lib.member, "package", "no registry library stands in for it", lib.size, name,
-                        version, runtime)
+    alone = shared.alone.get((wheel, lib.member))
+    decision = Decision(lib.member, "package", "no registry library stands in for it" + (
+        f"; packaged on its own: {alone}" if alone else ""), lib.size, name, version, runtime)
     shared.packaged[name] = (lib, decision, wheel)
     return decision
+
+
+def _served(lib: VendoredLib, family: str, wheel: str, shared: _Shared) -> Decision | None:
+    """The decision for a copy that another input's copy serves (devendor_share), if one does."""
+    served = shared.served.get((wheel, lib.member))
+    if served is None:
+        return None
+    server = shared.copies[served.by]
+    name, version, runtime = _identity(server, family, _recipes_for(server, family, shared.registry))
+    return Decision(lib.member, "package", served.reason, lib.size, name, version, runtime,
+                    f"{served.by[0]}: {served.by[1]}")
 
 
 def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, shared: _Shared,
@@ -232,7 +250,9 @@ def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, s
         if key in forced:
             decided[key] = Decision(key, "keep", forced[key], lib.size)
             continue
-        live = [u for u in lib.users if u not in decided or decided[u].action not in gone]
+        # a copy another copy serves is gone too: that copy's wheel brings its dependencies
+        live = [u for u in lib.users if u not in decided or (decided[u].action not in gone
+                                                             and not decided[u].served_by)]
         if not lib.users:
             decided[key] = Decision(key, "keep", "no binary of the wheel needs it (loaded by path at "
                                     "run time?)", lib.size)
@@ -254,7 +274,8 @@ def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, s
                         break
                     reasons.append(reason)
             else:
-                d = _package(lib, family, matched, wheel.filename, shared)
+                d = _served(lib, family, wheel.filename, shared) or _package(lib, family, matched,
+                                                                             wheel.filename, shared)
                 if reasons and d.action == "package":  # why no registry library stands in
                     reused = [d.reason] if d.reason.startswith("identical") else []
                     d = dataclasses.replace(d, reason="; ".join(reused + reasons))
@@ -262,8 +283,8 @@ def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, s
     return decided
 
 
-def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[NewLibrary]]:
-    report, libs = analyse(wheel)
+def _plan_wheel(wheel: InputWheel, report: Report, libs: Mapping[str, VendoredLib],
+                shared: _Shared) -> tuple[WheelPlan, list[NewLibrary]]:
     facts = report.wheel
     assert facts is not None
     if not libs:
@@ -275,7 +296,8 @@ def _plan_wheel(wheel: InputWheel, shared: _Shared) -> tuple[WheelPlan, list[New
         shared.packaged = dict(before)
         decided = _decide(wheel, libs, platform, shared, forced)
         stuck = {k: f"needs {posixpath.basename(n)}, which stays vendored" for k, d in decided.items()
-                 if d.action == "package" for n in libs[k].needs if decided[n].action == "keep"}
+                 if d.action == "package" and not d.served_by
+                 for n in libs[k].needs if decided[n].action == "keep"}
         if not stuck:
             break
         forced.update(stuck)
@@ -331,12 +353,24 @@ def plan_devendor(wheels: Sequence[InputWheel], registry: Registry,
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise DevendorError(f"two input wheels of {', '.join(sorted(dupes))}: give one wheel per project")
-    shared = _Shared(registry, available)
-    plans, libraries = [], []
-    for w in wheels:
-        plan, new = _plan_wheel(w, shared)
-        plans.append(plan)
-        libraries += new
+    analysed = [(w, *analyse(w)) for w in wheels]
+    copies = [Copy(w.filename, lib) for w, _, libs in analysed for lib in libs.values()]
+    banned: set[Key] = set()
+    for _ in range(len(copies) + 1):  # until every serving copy is packaged as itself
+        shared = _Shared(registry, available)
+        shared.served, shared.alone = choose_servers(copies, banned)
+        shared.copies = {c.key: c.lib for c in copies}
+        plans, libraries = [], []
+        for w, report, libs in analysed:
+            plan, new = _plan_wheel(w, report, libs, shared)
+            plans.append(plan)
+            libraries += new
+        own = {(p.wheel.filename, d.member) for p in plans for d in p.decisions
+               if d.action == "package" and not d.served_by}
+        unserved = {v.by for v in shared.served.values()} - own
+        if not unserved:
+            break
+        banned |= unserved  # substituted, dropped or kept in its own wheel: it serves nobody
     users: dict[str, set[str]] = {}
     for p in plans:
         for r in p.requires:

@@ -20,8 +20,8 @@ from packaging.version import InvalidVersion, Version
 
 from .names import library_name
 
-__all__ = ["best_version", "build_tag", "derived_names", "no_downgrade", "split_abi", "unmangle",
-           "upstream_versions"]
+__all__ = ["best_version", "build_tag", "deciding_kind", "derived_names", "no_downgrade", "split_abi",
+           "unmangle", "upstream_versions"]
 
 # auditwheel inserts -<8 hex> before the first dot (sometimes twice: a library repaired again),
 # delvewheel -<32 hex> before the extension.
@@ -121,12 +121,19 @@ def no_downgrade(mine: dict[str, str], other: dict[str, str]) -> str | None:
     proof only for a version string or a file name of three numbers (libtool's revision moves
     with each release): equal version nodes (OPENSSL_3.5.0 in 3.5.1 and 3.5.8) prove nothing.
     """
+    kind = deciding_kind(mine, other)
+    if kind is None:
+        return "no version string, equal version nodes and file numbers"
+    a, b = Version(mine[kind]), Version(other[kind])
+    return f"{a} < {b} (by {kind} version)" if a < b else None
+
+
+def deciding_kind(mine: dict[str, str], other: dict[str, str]) -> str | None:
+    """The kind of version that decides between two copies (no_downgrade), or None."""
     for kind in _KINDS:
         if kind not in mine or kind not in other:
             continue
         a, b = Version(mine[kind]), Version(other[kind])
-        if a < b:
-            return f"{a} < {b} (by {kind} version)"
-        if a > b or kind == "string" or (kind == "file" and len(a.release) >= 3):
-            return None
-    return "not provably as new (no version string, equal version nodes and file numbers)"
+        if a != b or kind == "string" or (kind == "file" and len(a.release) >= 3):
+            return kind
+    return None

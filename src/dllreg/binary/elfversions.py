@@ -149,7 +149,8 @@ def read_versions(data: bytes) -> ELFVersions:
             if fields[name_at] == 0 or fields[info_at] >> 4 not in _BINDS:
                 continue
             sym = text(fields[name_at], "symbol name")
-            found = names.get(versym[i] & 0x7FFF) if versym else None
+            index = versym[i] & 0x7FFF if versym else 0
+            found = names.get(index) if index > 1 else None  # 0 local, 1 global: unversioned
             ver, ver_file = found if found else (None, None)
             if fields[shndx_at] == 0:
                 imports.add((sym, ver, ver_file))

@@ -1,0 +1,139 @@
+"""Sharing across builds: one copy of a library serves other wheels' copies only when it provably
+can (exports and version nodes cover what their users import, never older); the pure choice over
+VendoredLib facts, then gcc-built wheels through devendor, pip and a real import."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Venv, gcc_shared, has_gcc, run
+from dllreg.__main__ import main
+from dllreg.devendor import plan_devendor
+from dllreg.devendor_facts import VendoredLib
+from dllreg.devendor_read import read_input_wheel
+from dllreg.devendor_share import Copy, choose_servers, gaps
+from dllreg.recipes import load_registry
+from test_devendor import EXT_SUFFIX, PY, platform_tag, write_wheel
+
+needs_gcc = pytest.mark.skipif(not has_gcc() or sys.platform != "linux", reason="needs gcc on Linux")
+
+
+def lib(member: str, build: str, string: str | None, provides: set[tuple[str, str | None]],
+        wanted: set[tuple[str, str | None]], nodes: frozenset[str] = frozenset(),
+        wanted_nodes: frozenset[str] = frozenset(), runtime: str = "libcrypto-00000000.so.3") -> VendoredLib:
+    upstream = {"file": "3", **({"string": string} if string else {})}
+    return VendoredLib(member, member, runtime, "elf", "x86_64", 1, build, frozenset(s for s, _ in provides),
+                       (), ("user",), frozenset(s for s, _ in wanted), "", build,
+                       tuple(sorted(upstream.items())), nodes, frozenset(provides), frozenset(wanted),
+                       wanted_nodes)
+
+
+def test_the_newest_covering_copy_serves_and_nothing_is_downgraded() -> None:
+    both = {("EVP_new", "OPENSSL_3.0.0"), ("EVP_x", "OPENSSL_3.5.0")}
+    old = lib("a.libs/libcrypto-1.so.3", "b1", "3.5.1", both, {("EVP_new", "OPENSSL_3.0.0")})
+    new = lib("b.libs/libcrypto-2.so.3", "b2", "3.5.8", both, both)
+    served, alone = choose_servers([Copy("a.whl", old), Copy("b.whl", new)])
+    assert served[("a.whl", old.member)].by == ("b.whl", new.member)  # 3.5.8 serves the 3.5.1 users
+    assert "3.5.8 >= 3.5.1 by string version" in served[("a.whl", old.member)].reason
+    assert ("b.whl", new.member) not in served and not alone  # 3.5.1 never stands in for 3.5.8
+    assert gaps(old, new) == "is not provably as new (3.5.1 < 3.5.8 (by string version))"
+
+
+def test_coverage_counts_symbol_versions_and_version_nodes() -> None:
+    server = lib("b", "b2", "3.6.0", {("f", "V_1"), ("g", None)}, set(), frozenset({"V_1"}))
+    assert gaps(server, lib("a", "b1", "3.5.0", set(), {("f", "V_1"), ("g", None)})) is None
+    # the same symbol at another version node is another symbol
+    assert "f@V_2" in str(gaps(server, lib("a", "b1", "3.5.0", set(), {("f", "V_2")})))
+    # glibc refuses a provider without a required node, even with every symbol
+    why = gaps(server, lib("a", "b1", "3.5.0", set(), {("g", None)}, wanted_nodes=frozenset({"V_9"})))
+    assert why == "does not define the version node(s) its users require: V_9"
+    # the same build always serves, whatever was read
+    assert gaps(server, lib("a", "b2", None, set(), {("h", None)})) is None
+
+
+def test_copies_no_one_covers_stay_on_their_own_with_the_reason() -> None:
+    a = lib("a", "b1", "3.5.1", {("only_a", None)}, {("only_a", None)})
+    b = lib("b", "b2", "3.5.8", {("only_b", None)}, {("only_b", None)})
+    served, alone = choose_servers([Copy("a.whl", a), Copy("b.whl", b)])
+    assert served == {}
+    assert "does not export 1 symbol(s) its users import: only_a" in alone[("a.whl", "a")]
+    # different ABI majors are different families: never compared
+    c = lib("c", "b3", "1.1.1", {("only_a", None)}, {("only_a", None)}, runtime="libcrypto-00000000.so.1.1")
+    assert choose_servers([Copy("b.whl", b), Copy("c.whl", c)]) == ({}, {})
+    # a banned copy (not packaged as itself) serves nobody, but can still be served
+    served, _ = choose_servers([Copy("a.whl", a), Copy("b.whl", b), Copy("d.whl", a)],
+                               banned={("a.whl", "a")})
+    assert ("d.whl", "a") not in served
+
+
+# --- real binaries ------------------------------------------------------------------------------
+
+COL = 'const char* col_version(void){{return "libcol version {v}";}}\nint col_base(void){{return {n};}}\n'
+EXT_C = """\
+#include <Python.h>
+int {fn}(void);
+static PyObject* call(PyObject* s, PyObject* a){{ return PyLong_FromLong({fn}()); }}
+static PyMethodDef M[] = {{{{"call", call, METH_NOARGS, 0}}, {{0}}}};
+static struct PyModuleDef D = {{PyModuleDef_HEAD_INIT, "_ext", 0, -1, M}};
+PyMODINIT_FUNC PyInit__ext(void){{ return PyModule_Create(&D); }}
+"""
+
+
+def col_wheel(tmp: Path, dist: str, version: str, code: str, uses: str, mangle: str) -> Path:
+    import sysconfig
+
+    build = tmp / f"build-{dist}"
+    mangled = f"libcol-{mangle}.so.1"
+    gcc_shared(build / mangled, COL.format(v=version, n=10) + code, mangled)
+    (build / "ext.c").write_text(EXT_C.format(fn=uses))
+    ext = build / f"_ext{EXT_SUFFIX}"
+    run(["gcc", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", "-o", str(ext),
+         str(build / "ext.c"), f"-L{build}", f"-l:{mangled}",
+         f"-Wl,--disable-new-dtags,-rpath,$ORIGIN/../{dist}.libs"])
+    return write_wheel(tmp / "in" / f"{dist}-1.0-{PY}-{PY}-{platform_tag()}.whl", {
+        f"{dist}/__init__.py": b"from ._ext import call\n", f"{dist}/_ext{EXT_SUFFIX}": ext.read_bytes(),
+        f"{dist}.libs/{mangled}": (build / mangled).read_bytes()})
+
+
+@needs_gcc
+def test_real_newer_build_serves_the_older_and_all_import(tmp_path: Path, make_venv: object) -> None:
+    old = col_wheel(tmp_path, "pkgold", "1.2.0", "", "col_base", "11111111")
+    new = col_wheel(tmp_path, "pkgnew", "1.3.0", "int col_more(void){return 32;}\n", "col_more", "22222222")
+    narrow = col_wheel(tmp_path, "pkgnarrow", "1.4.0", "int col_other(void){return 5;}\n", "col_other",
+                       "33333333")
+    (tmp_path / "no-recipes").mkdir()
+    registry = load_registry(tmp_path / "no-recipes")
+    inputs = [read_input_wheel(w) for w in (old, new)]
+    plan = plan_devendor(inputs, registry)
+    (d_old,), (d_new,) = (p.decisions for p in plan.wheels)
+    assert d_old.served_by == f"{new.name}: pkgnew.libs/libcol-22222222.so.1"
+    assert "1.3.0 >= 1.2.0 by string version" in d_old.reason
+    assert (d_old.library, d_old.runtime) == (d_new.library, d_new.runtime) and d_new.served_by is None
+    assert d_new.version == "1.3.0" and len(plan.libraries) == 1
+    # in the other input order the newer copy still serves: never a downgrade
+    (d_new2,), (d_old2,) = (p.decisions for p in plan_devendor(inputs[::-1], registry).wheels)
+    assert d_new2.served_by is None and d_old2.served_by == d_old.served_by
+    # 1.4.0 lacks col_more: it cannot serve pkgnew, which stays its own library, but as the
+    # newest copy with col_base it serves pkgold
+    three = plan_devendor([*inputs, read_input_wheel(narrow)], registry)
+    (d_old3,), (d_new3,), (d_narrow,) = (p.decisions for p in three.wheels)
+    assert d_narrow.served_by is None and d_new3.served_by is None and len(three.libraries) == 2
+    assert d_old3.served_by == f"{narrow.name}: pkgnarrow.libs/libcol-33333333.so.1"
+    assert "does not export 1 symbol(s) its users import: col_more" in d_new3.reason
+
+    out = tmp_path / "out"
+    assert main(["devendor", str(old), str(new), str(narrow), "-o", str(out),
+                 "--recipes", str(tmp_path / "no-recipes")]) == 0
+    venv = make_venv("venv")  # type: ignore[operator]
+    assert isinstance(venv, Venv)
+    venv.pip("install", "-q", "--no-index", "--find-links", str(out), "pkgold", "pkgnew", "pkgnarrow")
+    got = venv.py("import pkgold, pkgnew, pkgnarrow\nprint(pkgold.call(), pkgnew.call(), pkgnarrow.call())\n"
+                  "import json; print(json.dumps(sorted({l.split()[-1].split('dllreg.libs/')[1] "
+                  "for l in open('/proc/self/maps') if 'libcol' in l})))").stdout.splitlines()
+    assert got[0] == "10 32 5"
+    maps = json.loads(got[1])
+    assert len(maps) == 2 and all(m.split("/")[0].startswith("col-1-") for m in maps)

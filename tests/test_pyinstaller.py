@@ -45,8 +45,10 @@ def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
         r = run([str(python), "-m", "PyInstaller", "--noconfirm", f"--{mode}", "--name",
                  f"app-{mode}", "--distpath", str(bed.root / "dist"), "--workpath",
                  str(bed.root / "work"), "--specpath", str(bed.root / "spec"),
-                 str(bed.root / "app.py")], cwd=bed.root)
+                 str(bed.root / "app.py")], cwd=bed.root,
+                env={**os.environ, "XDG_CACHE_HOME": str(bed.root / "cache")})  # hooks go here
         logs[mode] = r.stdout + r.stderr
+    assert (bed.root / "cache" / "dllreg" / "pyinstaller-hooks").is_dir()
     shutil.rmtree(bed.root / "venv")  # the frozen apps must not need the build environment
     yield bed.root, logs
 

@@ -4,6 +4,7 @@ VendoredLib facts, then gcc-built wheels through devendor, pip and a real import
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -137,3 +138,67 @@ def test_real_newer_build_serves_the_older_and_all_import(tmp_path: Path, make_v
     assert got[0] == "10 32 5"
     maps = json.loads(got[1])
     assert len(maps) == 2 and all(m.split("/")[0].startswith("col-1-") for m in maps)
+
+
+# --- cycles -------------------------------------------------------------------------------------
+
+
+def test_cycles_are_the_strongly_connected_groups() -> None:
+    from dllreg.devendor_facts import cycles
+
+    def node(member: str, *needs: str) -> VendoredLib:
+        return dataclasses.replace(lib(member, member, None, set(), set()), needs=needs)
+
+    libs = {k.member: k for k in (node("a", "b"), node("b", "a", "c"), node("c"), node("d", "e"),
+                                  node("e", "f"), node("f", "d"), node("g", "g"))}
+    assert cycles(libs, libs) == [("a", "b"), ("d", "e", "f")]  # c: no cycle; g: itself only
+    assert cycles(libs, {"a", "c"}) == []  # only among the given members
+
+
+RING_A = "int ring_b(int);\nint ring_a(int n){return n <= 0 ? 1 : 2 * ring_b(n - 1);}\n"
+RING_B = "int ring_a(int);\nint ring_b(int n){return n <= 0 ? 1 : 3 * ring_a(n - 1);}\n"
+
+
+def ring_wheel(tmp: Path) -> Path:
+    """liba and libb need each other (DT_NEEDED both ways, RPATH $ORIGIN as auditwheel writes it),
+    as pillow's freetype and harfbuzz do; the extension calls ring_a."""
+    import sysconfig
+
+    build = tmp / "ring"
+    a, b = "libringa-1a1a1a1a.so.1", "libringb-2b2b2b2b.so.2"
+    gcc_shared(build / a, "int ring_a(int n){return n;}\n", a)  # a first draft to link b against
+    rpath = "-Wl,--disable-new-dtags,-rpath,$ORIGIN"
+    gcc_shared(build / b, RING_B, b, f"-L{build}", f"-l:{a}", rpath)
+    gcc_shared(build / a, RING_A, a, f"-L{build}", f"-l:{b}", rpath)
+    (build / "ext.c").write_text(EXT_C.format(fn="ring4").replace("int ring4(void);",
+                                 "int ring_a(int);\nstatic int ring4(void){ return ring_a(4); }"))
+    ext = build / f"_ext{EXT_SUFFIX}"
+    run(["gcc", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", "-o", str(ext),
+         str(build / "ext.c"), f"-L{build}", f"-l:{a}",
+         "-Wl,--disable-new-dtags,-rpath,$ORIGIN/../pkgr.libs"])
+    return write_wheel(tmp / "in" / f"pkgr-1.0-{PY}-{PY}-{platform_tag()}.whl", {
+        "pkgr/__init__.py": b"from ._ext import call\n", f"pkgr/_ext{EXT_SUFFIX}": ext.read_bytes(),
+        f"pkgr.libs/{a}": (build / a).read_bytes(), f"pkgr.libs/{b}": (build / b).read_bytes()})
+
+
+@needs_gcc
+def test_real_cycle_is_one_library_that_loads(tmp_path: Path, make_venv: object) -> None:
+    wheel = ring_wheel(tmp_path)
+    (tmp_path / "no-recipes").mkdir()
+    plan = plan_devendor([read_input_wheel(wheel)], load_registry(tmp_path / "no-recipes"))
+    (nl,) = plan.libraries
+    da, db = plan.wheels[0].decisions
+    assert da.library == db.library == nl.name and nl.name.startswith("ringa-1-")
+    assert {nl.runtime, *(r for _, r, _ in nl.group)} == {da.runtime, db.runtime}
+    assert "they need each other" in da.reason and not nl.requires  # not a requirement on itself
+    out = tmp_path / "out"
+    assert main(["devendor", str(wheel), "-o", str(out), "--recipes", str(tmp_path / "no-recipes")]) == 0
+    venv = make_venv("venv")  # type: ignore[operator]
+    assert isinstance(venv, Venv)
+    venv.pip("install", "-q", "--no-index", "--find-links", str(out), "pkgr")
+    got = venv.py("import json, pkgr\nprint(pkgr.call())\nprint(json.dumps(sorted({l.split()[-1] for l in "
+                  "open('/proc/self/maps') if 'libring' in l})))").stdout.splitlines()
+    assert got[0] == str(2 * 3 * 2 * 3 * 1)  # a(4) = 2 b(3) = 6 a(2) = 12 b(1) = 36 a(0)
+    maps = json.loads(got[1])
+    assert len(maps) == 2 and len({Path(m).parent for m in maps}) == 1
+    assert all(f"/dllreg.libs/{nl.name}/lib/" in m for m in maps)

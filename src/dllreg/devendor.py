@@ -20,13 +20,13 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from . import devendor_macos as macos
-from .devendor_facts import VendoredLib, analyse, order
+from .devendor_facts import VendoredLib, analyse, cycles, order
 from .devendor_names import best_version, build_tag, derived_names, split_abi, unmangle
 from .devendor_read import DevendorError, InputWheel, LibraryWheel
 from .devendor_share import Copy, Key, Served, choose_servers
 from .errors import DllregError
 from .inspect import Report
-from .names import NativeRequirement
+from .names import NativeRequirement, library_name
 from .recipe_build import platform_family
 from .recipes import Recipe, Registry
 
@@ -71,6 +71,9 @@ class NewLibrary:
     requires: tuple[NativeRequirement, ...]
     users: tuple[str, ...] = ()  # input wheels that need it
     license: str | None = None  # the recipe's, when the library is a registry recipe's
+    #: other (member, runtime, sha256) of its wheel in the same library: files that need each
+    #: other (a cycle, such as pillow's freetype and harfbuzz) load as one group
+    group: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +286,28 @@ def _decide(wheel: InputWheel, libs: Mapping[str, VendoredLib], platform: str, s
     return decided
 
 
+def _groups(libs: Mapping[str, VendoredLib], decided: dict[str, Decision]
+            ) -> tuple[list[tuple[str, ...]], dict[str, Decision]]:
+    """Packaged copies that need each other become one library (every member's decision is
+    changed to it): the first member's name with a tag of all members' builds. Returns the
+    groups and the members' decisions before."""
+    packaged = {k for k, d in decided.items() if d.action == "package" and not d.served_by}
+    groups = cycles(libs, packaged)
+    before: dict[str, Decision] = {}
+    for g in groups:
+        first = decided[g[0]]
+        mine = build_tag(libs[g[0]].build)
+        base = first.library or ""
+        stem = base[:-len(mine) - 1] if base.endswith("-" + mine) else base
+        name = library_name(f"{stem}-{build_tag('+'.join(libs[k].build for k in g))}")
+        for k in g:
+            before[k] = decided[k]
+            others = ", ".join(posixpath.basename(m) for m in g if m != k)
+            decided[k] = dataclasses.replace(decided[k], library=name, version=first.version, reason=(
+                f"{decided[k].reason}; one library {name} with {others}: they need each other"))
+    return groups, before
+
+
 def _plan_wheel(wheel: InputWheel, report: Report, libs: Mapping[str, VendoredLib],
                 shared: _Shared) -> tuple[WheelPlan, list[NewLibrary]]:
     facts = report.wheel
@@ -301,6 +326,7 @@ def _plan_wheel(wheel: InputWheel, report: Report, libs: Mapping[str, VendoredLi
         if not stuck:
             break
         forced.update(stuck)
+    groups, ungrouped = _groups(libs, decided)
     out_of = {k for k, d in decided.items() if d.action != "keep"}
     kept_dirs = {posixpath.dirname(libs[k].installed) for k in libs if k not in out_of}
     emptied = tuple(d for d in facts.libs_dirs if d not in kept_dirs)
@@ -325,17 +351,25 @@ def _plan_wheel(wheel: InputWheel, report: Report, libs: Mapping[str, VendoredLi
         if mine or (b.format in ("elf", "macho") and emptied and (b.rpath or b.runpath)):
             binaries.append(b.path)
     new_libs = []
+    in_group = {k: g for g in groups for k in g}
     for k, d in decided.items():
-        if d.action != "package" or shared.packaged.get(d.library or "", (None, None, ""))[0] is not libs[k]:
+        if d.action != "package" or d.served_by:
             continue
-        deps = [(n.name, decided[n.member]) for b in report.binaries if b.path == k for n in b.needs
+        members = in_group.get(k, (k,))
+        if k != members[0] or any(shared.packaged.get(ungrouped.get(m, decided[m]).library or "",
+                                                      (None, None, ""))[0] is not libs[m] for m in members):
+            continue  # a group is built once, from its first member; identical copies not again
+        deps = [(n.name, decided[n.member]) for b in report.binaries if b.path in members for n in b.needs
                 if n.member in decided and decided[n.member].runtime]
-        reqs = tuple(r for _, dd in deps if (r := dd.requirement) is not None)
+        reqs = tuple(dict.fromkeys(r for _, dd in deps if (r := dd.requirement) is not None
+                                   and r.name != d.library))
         recipe = shared.registry.get(d.library or "")
         new_libs.append(NewLibrary(d.library or "", d.version or "", d.runtime or "", wheel.filename, k,
                                    platform, libs[k].sha256,
-                                   tuple((n, dd.runtime or n) for n, dd in deps), reqs,
-                                   license=recipe.license if recipe else None))
+                                   tuple(dict.fromkeys((n, dd.runtime or n) for n, dd in deps)), reqs,
+                                   license=recipe.license if recipe else None,
+                                   group=tuple((m, decided[m].runtime or "", libs[m].sha256)
+                                               for m in members[1:])))
     patch = facts.patch_file if facts.patch_file and emptied == tuple(facts.libs_dirs) else None
     order = [d for d in decided.values()]
     order.sort(key=lambda d: (ACTIONS.index(d.action), d.member))
@@ -354,7 +388,10 @@ def plan_devendor(wheels: Sequence[InputWheel], registry: Registry,
     if dupes:
         raise DevendorError(f"two input wheels of {', '.join(sorted(dupes))}: give one wheel per project")
     analysed = [(w, *analyse(w)) for w in wheels]
-    copies = [Copy(w.filename, lib) for w, _, libs in analysed for lib in libs.values()]
+    # members of a cycle move as one group (one library wheel), never one by one
+    grouped = [{k for g in cycles(libs, libs) for k in g} for _, _, libs in analysed]
+    copies = [Copy(w.filename, lib) for (w, _, libs), skip in zip(analysed, grouped)
+              for lib in libs.values() if lib.member not in skip]
     banned: set[Key] = set()
     for _ in range(len(copies) + 1):  # until every serving copy is packaged as itself
         shared = _Shared(registry, available)

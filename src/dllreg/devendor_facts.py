@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from .consumer import is_extension_module
 from .devendor_names import unmangle, upstream_versions
@@ -18,7 +18,7 @@ from .devendor_read import DevendorError, InputWheel
 from .errors import DllregError
 from .inspect import Member, Report, inspect_binary, inspect_wheel_members
 
-__all__ = ["VendoredLib", "analyse", "order", "unmangle"]
+__all__ = ["VendoredLib", "analyse", "cycles", "order", "unmangle"]
 
 _LIKE_BINARY = re.compile(r"\.(so(\.\d+)*|dll|pyd|dylib)$", re.IGNORECASE)
 
@@ -186,3 +186,38 @@ def order(libs: Mapping[str, VendoredLib]) -> list[str]:
     for k in sorted(libs):
         visit(k)
     return out
+
+
+def cycles(libs: Mapping[str, VendoredLib], among: Collection[str]) -> list[tuple[str, ...]]:
+    """The groups of ``among`` that need each other (strongly connected, more than one member),
+    each sorted, by Tarjan's algorithm over ``needs``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[tuple[str, ...]] = []
+
+    def visit(k: str) -> None:
+        index[k] = low[k] = len(index)
+        stack.append(k)
+        for n in libs[k].needs:
+            if n not in among:
+                continue
+            if n not in index:
+                visit(n)
+                low[k] = min(low[k], low[n])
+            elif n in stack:
+                low[k] = min(low[k], index[n])
+        if low[k] == index[k]:
+            group = []
+            while True:
+                m = stack.pop()
+                group.append(m)
+                if m == k:
+                    break
+            if len(group) > 1:
+                out.append(tuple(sorted(group)))
+
+    for k in sorted(among):
+        if k not in index:
+            visit(k)
+    return sorted(out)

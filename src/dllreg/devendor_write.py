@@ -13,7 +13,7 @@ import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .binary.elf import ELFError
@@ -156,27 +156,37 @@ def _consumer(wp: WheelPlan, choices: dict[str, str]) -> ConsumerOutput:
     return ConsumerOutput(wp, dist_info, tuple(members), tuple(notes))
 
 
-def _library(nl: NewLibrary, source: bytes) -> tuple[LibraryPlan, str | None]:
+def _library(nl: NewLibrary, data: Mapping[str, bytes]) -> tuple[LibraryPlan, str | None]:
     """The library wheel's plan, and the note that its DLL lost a signature."""
     where = f"{nl.wheel}: {nl.member}"
     try:
-        if source[:4] == b"\x7fELF":  # every rpath goes: the stub preloads what it needs
-            patched, note = _patch_binary(nl.member, source, dict(nl.renames), lambda entry: True)
-            patched = set_soname(patched, nl.runtime)
-        elif is_macho(source):
-            from .devendor_macos import library_note, patch_library, signature_broken
-
-            patched = patch_library(source, nl.runtime, dict(nl.renames))
-            broken = signature_broken(source, patched)
-            note = library_note(nl.name, nl.version, posixpath.basename(nl.member)) if broken else None
-        else:
-            patched, note = _patch_binary(nl.member, source, dict(nl.renames), None)
-        files = (SourceFile(f"lib/{posixpath.basename(nl.runtime)}", patched),)
-        src = Source(f"devendored from {where} sha256={nl.sha256}", files, nl.platform)
+        files, notes = [], []
+        for member, runtime in ((nl.member, nl.runtime), *((m, r) for m, r, _ in nl.group)):
+            where = f"{nl.wheel}: {member}"
+            patched, note = _patched_library(nl, member, runtime, data[member])
+            files.append(SourceFile(f"lib/{posixpath.basename(runtime)}", patched))
+            notes += [note] if note else []
+        src = Source(f"devendored from {nl.wheel}: {nl.member} sha256={nl.sha256}", tuple(files), nl.platform)
         return plan_library(src, nl.name, nl.version, requires=[str(r) for r in nl.requires],
-                            license=nl.license), note
+                            license=nl.license, cycles=bool(nl.group)), "; ".join(notes) or None
     except (ELFError, ValueError, DllregError) as exc:
         raise DevendorError(f"{where}: cannot package it as {nl.name} {nl.version}: {exc}") from None
+
+
+def _patched_library(nl: NewLibrary, member: str, runtime: str, source: bytes) -> tuple[bytes, str | None]:
+    if source[:4] == b"\x7fELF":
+        # Every rpath goes (the stub preloads the library's Requires), except, in a group of
+        # files that need each other, $ORIGIN: each finds the others in the group's own lib/.
+        drop = (lambda entry: entry not in ("$ORIGIN", "${ORIGIN}")) if nl.group else (lambda entry: True)
+        patched, note = _patch_binary(member, source, dict(nl.renames), drop)
+        return set_soname(patched, runtime), note
+    if is_macho(source):
+        from .devendor_macos import library_note, patch_library, signature_broken
+
+        patched = patch_library(source, runtime, dict(nl.renames))
+        broken = signature_broken(source, patched)
+        return patched, library_note(nl.name, nl.version, posixpath.basename(member)) if broken else None
+    return _patch_binary(member, source, dict(nl.renames), None)
 
 
 def build_outputs(plan: DevendorPlan) -> Outputs:
@@ -188,7 +198,7 @@ def build_outputs(plan: DevendorPlan) -> Outputs:
     libraries: list[tuple[NewLibrary, LibraryPlan]] = []
     notes: dict[str, tuple[str, ...]] = {}
     for nl in plan.libraries:
-        lp, note = _library(nl, wheels[nl.wheel].data()[nl.member])
+        lp, note = _library(nl, wheels[nl.wheel].data())
         libraries.append((nl, lp))
         if note:  # reported with the wheel the library came from
             notes[nl.wheel] = (*notes.get(nl.wheel, ()), note)

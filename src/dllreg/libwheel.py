@@ -136,11 +136,13 @@ def _extra_cflags(source: Source) -> str:
     return ""
 
 
-def _preload_order(libs: dict[str, LibraryFile], key: Callable[[str], str]) -> list[LibraryFile]:
+def _preload_order(libs: dict[str, LibraryFile], key: Callable[[str], str],
+                   cycles: bool = False) -> list[LibraryFile]:
     """Dependencies before dependents, by the needed names among the library's own files.
 
     ``key`` maps a needed name to the ``libs`` key it refers to (PE names are matched
-    case-insensitively, Mach-O install paths by file name).
+    case-insensitively, Mach-O install paths by file name). With ``cycles``, files that need
+    each other are legal (they find each other through ``$ORIGIN``: devendor's groups).
     """
     order: list[LibraryFile] = []
     state: dict[str, int] = {}
@@ -149,6 +151,8 @@ def _preload_order(libs: dict[str, LibraryFile], key: Callable[[str], str]) -> l
         if state.get(k) == 2:
             return
         if state.get(k) == 1:
+            if cycles:
+                return
             raise PackageLibError(f"shared libraries need each other in a cycle: {' -> '.join(chain)}")
         state[k] = 1
         for needed in libs[k].needed:
@@ -195,8 +199,9 @@ def _classify(f: SourceFile, origin: str) -> tuple[BinaryInfo, str, str]:
 
 def plan_library(source: Source, name: str, version: str, *, requires: Sequence[str] = (),
                  platform: str | None = None, dll_directories: Sequence[str] = (),
-                 license: str | None = None) -> LibraryPlan:
-    """``license`` (an SPDX expression; default: the source wheel's own) goes to METADATA."""
+                 license: str | None = None, cycles: bool = False) -> LibraryPlan:
+    """``license`` (an SPDX expression; default: the source wheel's own) goes to METADATA;
+    ``cycles`` allows files that need each other (_preload_order)."""
     name = library_name(name)
     norm_version = str(parse_version(version))
     reqs = tuple(NativeRequirement.parse(r) for r in requires)
@@ -252,7 +257,7 @@ def plan_library(source: Source, name: str, version: str, *, requires: Sequence[
             raise PackageLibError(
                 f"--dll-directory {d!r}: only a directory holding this wheel's DLLs "
                 f"({', '.join(sorted(dirs))}) of a Windows library can be requested")
-    order = _preload_order(libs, _library_key(fmt))
+    order = _preload_order(libs, _library_key(fmt), cycles)
     manifest = Manifest(
         name=name, version=norm_version, platform=plat, libraries=tuple(order), requires=reqs,
         headers=tuple(f"include/{h}" for h, _ in sorted(headers)),

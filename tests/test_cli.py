@@ -118,3 +118,10 @@ def test_stub_command_writes_the_stub_for_your_own_backend(tmp_path: Path,
     compile(text, "_dlls.py", "exec")
     code, _ = cli("stub", "--package", "nopkg", "--requires", "x", "--root", str(tmp_path))
     assert code == 2 and "not a regular package" in capsys.readouterr().err
+
+
+def test_help_speaks_to_users(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "One shared copy of each native library" in out and "repair" in out and "package-lib" in out
+    assert "prints and exits" not in out  # the module docstring is for developers

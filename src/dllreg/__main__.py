@@ -29,12 +29,18 @@ from .registry import (
     site_dirs,
 )
 
+#: What ``--help`` says (the module docstring is for developers).
+DESCRIPTION = ("One shared copy of each native library per Python environment. Library wheels "
+               "(dllreg-lib-NAME) install a library into <site-packages>/dllreg.libs/NAME/; consumers "
+               "built with the dllreg.build backend preload it by absolute path at import. "
+               "Run 'python -m dllreg COMMAND --help' for a command's options.")
+
 #: Version of the ``--json`` output schemas (docs/cli-json.md).
 JSON_FORMAT = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dllreg", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m dllreg", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"dllreg {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -95,7 +95,8 @@ def _plan_recipe_wheel(a: argparse.Namespace, recipe: Any, wheel: Path) -> Libra
     version = checked_version(a.lib_version, stated, wheel.name) or stated
     plan = plan_library(source, recipe.name, version,
                         requires=[*map(str, recipe.requires), *a.requires], platform=a.platform,
-                        dll_directories=a.dll_directories, license=a.license or recipe.license)
+                        dll_directories=a.dll_directories, license=a.license or recipe.license,
+                        pkgconfig_names=recipe.pkgconfig_names)
     check_abi(recipe, plan)
     return plan
 

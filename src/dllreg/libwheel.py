@@ -21,7 +21,7 @@ from .cmakeconfig import render_cmake_config
 from .errors import DllregError, PackageLibError
 from .manifest import MANIFEST_NAME, LibraryFile, Manifest
 from .names import REGISTRY_DIR, NativeRequirement, dist_name, library_name, parse_version
-from .pkgconfig import render_pc
+from .pkgconfig import relocate_pc, render_pc
 from .platforms import check_tag, default_tag
 from .syslibs import is_system
 from .wheelfile import WheelWriter, iter_files, open_wheel, read_member, safe_members
@@ -136,6 +136,17 @@ def _extra_cflags(source: Source) -> str:
     return ""
 
 
+def _source_pcs(source: Source, manifest: Manifest, extra_names: Sequence[str]) -> list[tuple[str, bytes]]:
+    """The source's own pkg-config file, relocated, under its own name and ``extra_names``: numpy
+    and scipy look for ``scipy-openblas`` and read its ``openblas_config`` (docs/meson.md)."""
+    pcs = [f for f in source.files if f.path.endswith(".pc")]
+    if len(pcs) != 1:
+        return []
+    text = relocate_pc(pcs[0].data.decode("utf-8", "replace"), manifest, _extra_cflags(source))
+    names = dict.fromkeys([pcs[0].path.rsplit("/", 1)[-1][:-3], *extra_names])
+    return [(f"lib/pkgconfig/{n}.pc", text.encode()) for n in names if n != manifest.name]
+
+
 def _preload_order(libs: dict[str, LibraryFile], key: Callable[[str], str],
                    cycles: bool = False) -> list[LibraryFile]:
     """Dependencies before dependents, by the needed names among the library's own files.
@@ -199,9 +210,11 @@ def _classify(f: SourceFile, origin: str) -> tuple[BinaryInfo, str, str]:
 
 def plan_library(source: Source, name: str, version: str, *, requires: Sequence[str] = (),
                  platform: str | None = None, dll_directories: Sequence[str] = (),
-                 license: str | None = None, cycles: bool = False) -> LibraryPlan:
+                 license: str | None = None, cycles: bool = False,
+                 pkgconfig_names: Sequence[str] = ()) -> LibraryPlan:
     """``license`` (an SPDX expression; default: the source wheel's own) goes to METADATA;
-    ``cycles`` allows files that need each other (_preload_order)."""
+    ``cycles`` allows files that need each other (_preload_order); the source's own ``.pc`` is
+    kept, relocated, under its name and each of ``pkgconfig_names``."""
     name = library_name(name)
     norm_version = str(parse_version(version))
     reqs = tuple(NativeRequirement.parse(r) for r in requires)
@@ -270,6 +283,7 @@ def plan_library(source: Source, name: str, version: str, *, requires: Sequence[
     files = [(lib.path, by_path[lib.path]) for lib in order]
     files += [(f"include/{h}", data) for h, data in sorted(headers)] + sorted(import_libs)
     files.append((f"lib/pkgconfig/{name}.pc", render_pc(manifest, _extra_cflags(source)).encode()))
+    files += _source_pcs(source, manifest, pkgconfig_names)
     files += [(p, t.encode()) for p, t in render_cmake_config(manifest, _extra_cflags(source)).items()]
     files.append((MANIFEST_NAME, manifest.to_text().encode()))
     key_of = _library_key(fmt)

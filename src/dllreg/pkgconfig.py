@@ -63,6 +63,32 @@ def render_pc(manifest: Manifest, extra_cflags: str = "", *, prefix: str = "${pc
     return "\n".join(lines) + "\n"
 
 
+_LOCATIONS = {"prefix": "${pcfiledir}/../..", "exec_prefix": "${prefix}", "libdir": "${prefix}/lib",
+              "includedir": "${prefix}/include"}
+
+
+def relocate_pc(text: str, manifest: Manifest, extra_cflags: str = "") -> str:
+    """The source's own ``.pc`` (scipy-openblas.pc) for the library directory: its other
+    variables (``openblas_config``, ``version``) and fields stay as they are, so a project's
+    existing detection finds what it always found; the locations become relocatable, ``Libs``
+    and ``Cflags`` become dllreg's (no ``-rpath`` into a build environment)."""
+    own = render_pc(manifest, extra_cflags)
+    fields = dict(re.findall(r"^(Libs|Cflags): ?(.*)$", own, re.M))
+    out: list[str] = []
+    seen: set[str] = set()
+    for line in text.splitlines():
+        m = re.match(r"\s*([A-Za-z0-9_.]+)\s*([:=])", line)
+        key, sep = (m[1], m[2]) if m else ("", "")
+        if sep == "=" and key in _LOCATIONS:
+            seen.add(key)
+            line = f"{key}={_LOCATIONS[key]}"
+        elif sep == ":" and key in fields:
+            line = f"{key}: {fields[key]}"
+        out.append(line)
+    head = [f"{k}={v}" for k, v in _LOCATIONS.items() if k not in seen and k != "exec_prefix"]
+    return "\n".join(head + out).rstrip("\n") + "\n"
+
+
 def _pc_constraints(specifier: str) -> list[tuple[str, str]]:
     out = []
     for clause in filter(None, (c.strip() for c in specifier.split(","))):

@@ -161,6 +161,6 @@ def planned_library(recipe: Recipe, wheel: Path, outdir: Path) -> tuple[LibraryP
     library wheel it will be once written to ``outdir``: devendor plans with it first."""
     source, version = recipe_source(recipe, wheel)
     plan = plan_library(source, recipe.name, version, requires=[str(r) for r in recipe.requires],
-                        license=recipe.license)
+                        license=recipe.license, pkgconfig_names=recipe.pkgconfig_names)
     check_abi(recipe, plan)
     return plan, library_wheel_of_plan(plan, outdir / plan.wheel_name)

@@ -159,6 +159,8 @@ class Recipe:
     debian: tuple[str, ...] = ()
     notes: str = ""
     pypi: tuple[WheelProvider, ...] = ()
+    #: more names (without .pc) for the source's own pkg-config file, beside its own name
+    pkgconfig_names: tuple[str, ...] = ()
 
     def pypi_for(self, family: str) -> WheelProvider | None:
         """The PyPI wheel that provides this library on ``family``, as installed, if any."""
@@ -230,7 +232,7 @@ class _Table:
 def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
     """Validate one recipe file's parsed TOML (the schema is in docs/registry.md)."""
     top = _Table(path, "", data, {"name", "depurl", "summary", "license", "conda-forge", "debian", "abi"},
-                 {"aliases", "provides", "requires", "notes", "source", "pypi"})
+                 {"aliases", "provides", "requires", "notes", "source", "pypi", "pkgconfig-names"})
     try:
         name = library_name(top.text("name"))
     except DllregError as exc:
@@ -274,9 +276,14 @@ def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
             requires.append(NativeRequirement.parse(raw))
         except DllregError as exc:
             raise top.error(f"requires[{i}]", str(exc)) from None
+    pc_names = top.texts("pkgconfig-names")
+    for i, pc in enumerate(pc_names):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", pc) or pc.endswith(".pc") or pc == name:
+            raise top.error(f"pkgconfig-names[{i}]", f"{pc!r}: a pkg-config module name without .pc, "
+                            f"other than {name!r} (e.g. scipy-openblas64)")
     return Recipe(name, top.depurls("depurl")[0], top.text("summary"), top.text("license"), tuple(abis),
                   path, top.depurls("aliases"), top.depurls("provides"), tuple(requires), tuple(sources),
-                  top.texts("conda-forge"), top.texts("debian"), top.text("notes"), pypi)
+                  top.texts("conda-forge"), top.texts("debian"), top.text("notes"), pypi, pc_names)
 
 
 def _relpath(t: _Table, key: str, value: str) -> str:

@@ -137,17 +137,24 @@ print(json.dumps({"ssl": ssl.OPENSSL_VERSION, "libpq": psycopg2.extensions.libpq
 """
 
 
-def _psycopg2_wheel(tmp: Path) -> Path:
+def stack_wheel(pattern: str, requirement: str, platform: str) -> Path:
+    """A cp311 manylinux wheel of the real stack: cached under .cache/downloads(/stack), else
+    downloaded there once."""
     from conftest import CACHE
 
     for d in (CACHE / "downloads" / "stack", CACHE / "downloads"):
-        found = sorted(d.glob("psycopg2_binary-2.9.13-cp311-cp311-manylinux*x86_64*.whl"))
+        found = sorted(d.glob(pattern))
         if found:
             return found[-1]
     dest = CACHE / "downloads"
     run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps", "--platform",
-         "manylinux2014_x86_64", "--python-version", "3.11", "-d", str(dest), PSYCOPG2])
-    return sorted(dest.glob("psycopg2_binary-2.9.13-*.whl"))[-1]
+         platform, "--python-version", "3.11", "-d", str(dest), requirement])
+    return sorted(dest.glob(pattern))[-1]
+
+
+def _psycopg2_wheel(tmp: Path) -> Path:
+    return stack_wheel("psycopg2_binary-2.9.13-cp311-cp311-manylinux*x86_64*.whl", PSYCOPG2,
+                       "manylinux2014_x86_64")
 
 
 @pytest.mark.realwheels

@@ -202,3 +202,58 @@ def test_real_cycle_is_one_library_that_loads(tmp_path: Path, make_venv: object)
     maps = json.loads(got[1])
     assert len(maps) == 2 and len({Path(m).parent for m in maps}) == 1
     assert all(f"/dllreg.libs/{nl.name}/lib/" in m for m in maps)
+
+
+# --- real wheels ----------------------------------------------------------------------------------
+
+realwheel = pytest.mark.skipif(sys.version_info[:2] != (3, 11) or sys.platform != "linux",
+                               reason="cp311 manylinux wheels")
+
+
+@pytest.mark.realwheels
+@realwheel
+def test_real_openssl_3_5_8_is_never_replaced_by_3_5_1() -> None:
+    """psycopg2-binary ships OpenSSL 3.5.8, netCDF4 3.5.1; both are libcrypto.so.3 with the same
+    version nodes. The newer one serves netCDF4's users; never the other way round."""
+    from test_devendor_collisions import _psycopg2_wheel, stack_wheel
+
+    netcdf = stack_wheel("netcdf4-1.7.5.1.post1-cp311-abi3-manylinux_2_28_x86_64.whl",
+                         "netCDF4==1.7.5.1.post1", "manylinux_2_28_x86_64")
+    inputs = [read_input_wheel(w) for w in (netcdf, _psycopg2_wheel(Path()))]
+    for order in (inputs, inputs[::-1]):
+        plan = plan_devendor(order, load_registry())
+        crypto = {p.wheel.filename.split("-")[0]: d for p in plan.wheels for d in p.decisions
+                  if "/libcrypto-" in d.member}
+        assert crypto["psycopg2_binary"].served_by is None and crypto["psycopg2_binary"].version == "3.5.8"
+        assert crypto["netcdf4"].served_by is not None and "psycopg2_binary" in crypto["netcdf4"].served_by
+        assert "3.5.8 >= 3.5.1 by string version" in crypto["netcdf4"].reason
+        assert crypto["netcdf4"].library == crypto["psycopg2_binary"].library
+
+
+@pytest.mark.realwheels
+@realwheel
+def test_real_pillow_with_its_freetype_harfbuzz_cycle_imports(tmp_path: Path, make_venv: object) -> None:
+    from test_devendor_collisions import stack_wheel
+
+    pillow = stack_wheel("pillow-13.0.0-cp311-cp311-manylinux*x86_64*.whl", "pillow==13.0.0",
+                         "manylinux_2_28_x86_64")
+    out = tmp_path / "out"
+    assert main(["devendor", str(pillow), "-o", str(out)]) == 0
+    venv = make_venv("venv")  # type: ignore[operator]
+    assert isinstance(venv, Venv)
+    venv.pip("install", "-q", "--no-index", "--find-links", str(out), "pillow")
+    got = venv.py("""
+        import io, json
+        from PIL import Image, ImageDraw, ImageFont, features
+        im = Image.new("RGB", (64, 32))
+        ImageDraw.Draw(im).text((0, 0), "Hi", font=ImageFont.load_default(size=20))
+        for f in ("PNG", "WEBP", "JPEG", "TIFF"):
+            im.save(io.BytesIO(), f)
+        maps = sorted({l.split()[-1] for l in open("/proc/self/maps") if "freetype" in l or "harfbuzz" in l})
+        print(json.dumps([features.check("freetype2"), features.check("raqm"), im.getbbox() is not None,
+                          maps]))
+    """).stdout
+    ft, raqm, drawn, maps = json.loads(got)
+    assert ft and raqm and drawn
+    assert len(maps) == 2 and len({Path(m).parent for m in maps}) == 1
+    assert "/dllreg.libs/freetype-6-" in maps[0]

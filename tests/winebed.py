@@ -403,13 +403,14 @@ class WineBed:
     # -- use ------------------------------------------------------------------------------------
 
     def run(self, exe: Path | str, *args: Path | str, env: Mapping[str, str] | None = None,
-            timeout: float = WINE_TIMEOUT, cwd: Path | None = None, pipes: bool = False
-            ) -> subprocess.CompletedProcess[str]:
+            timeout: float = WINE_TIMEOUT, cwd: Path | None = None, pipes: bool = False,
+            base_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run a Windows program under the bed's wineserver and capture its output.
 
         ``Path`` arguments are passed in Windows form (:func:`winpath`), ``str`` ones unchanged.
-        ``env`` entries are added to the bed's environment. Wine ignores the host PATH for the
-        Windows PATH: use ``WINEPATH`` (``;``-separated, Windows or host paths) for that.
+        ``env`` entries are added to the bed's environment (or to ``base_env`` in its place).
+        Wine ignores the host PATH for the Windows PATH: use ``WINEPATH`` (``;``-separated,
+        Windows or host paths) for that.
         stdout/stderr go to files, not pipes, so a helper process that inherits them cannot make
         the capture hang; ``\\r\\n`` is turned into ``\\n``. ``pipes=True`` captures through pipes
         instead: Windows CPython cannot start with a regular file as stdout under Wine 8
@@ -420,7 +421,7 @@ class WineBed:
         if not self.running:
             raise WineError("the bed is not running")
         cmd = [self.wine, str(exe), *(winpath(a) if isinstance(a, Path) else a for a in args)]
-        full_env = {**self.env, **(env or {})}
+        full_env = {**(self.env if base_env is None else base_env), **(env or {})}
         if pipes:
             return _run_piped(cmd, full_env, cwd, timeout)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

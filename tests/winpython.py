@@ -27,13 +27,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,15 @@ class WinPython:
         return WinPython(self.minor, self.layout, dest)
 
 
-def download(requirement: str, filename: str, *, sdist: bool = False) -> Path:
-    """``filename`` from .cache/downloads, fetched with the host pip the first time."""
+def download(requirement: str, filename: str, *, sdist: bool = False, minor: str | None = None) -> Path:
+    """``filename`` from .cache/downloads, fetched with the host pip the first time
+    (``minor``: a win_amd64 wheel for that CPython)."""
     path = DOWNLOADS / filename
     if not path.is_file():
         DOWNLOADS.mkdir(parents=True, exist_ok=True)
         kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+        if minor:
+            kind += ["--platform", "win_amd64", "--python-version", minor]
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *kind,
                                "-d", str(DOWNLOADS), requirement],
                               capture_output=True, text=True, timeout=600)
@@ -157,6 +161,30 @@ def prepare(minor: str, layout: str = "embed") -> WinPython:
     return py
 
 
+def prepare_with(bed: WineBed, minor: str, name: str, wheels: Sequence[Path]) -> WinPython:
+    """A cached interpreter ``<tag>-embed-<name>``: the embed layout with ``wheels``
+    installed into Lib\\site-packages by its own pip (no index, no dependency resolution
+    beyond ``wheels``). Rebuilt when the list of wheel files changes."""
+    base = prepare(minor)
+    home = PREPARED / f"{base.tag}-embed-{name}"
+    stamp = "".join(sorted(w.name + "\n" for w in wheels))
+    py = WinPython(minor, "embed", home)
+    if (home / ".dllreg-wheels").is_file() and (home / ".dllreg-wheels").read_text() == stamp:
+        return py
+    with _locked(PREPARED / f".lock-{home.name}"):
+        if (home / ".dllreg-wheels").is_file() and (home / ".dllreg-wheels").read_text() == stamp:
+            return py
+        shutil.rmtree(home, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{base.tag}-{name}-", dir=PREPARED))
+        work = WinPython(minor, "embed", tmp / "home")
+        shutil.copytree(base.home, work.home)
+        pip(bed, work, "install", "--no-index", "--no-deps", *map(winpath, wheels))
+        (work.home / ".dllreg-wheels").write_text(stamp)
+        work.home.rename(home)
+        shutil.rmtree(tmp)
+    return py
+
+
 def clean_env(bed: WineBed, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The bed's environment without the host's Python/pip/dllreg variables, plus ``extra``."""
     env = {k: v for k, v in bed.env.items() if not k.startswith(_HOST_VARS)}
@@ -168,13 +196,7 @@ def clean_env(bed: WineBed, extra: Mapping[str, str] | None = None) -> dict[str,
 def run(bed: WineBed, py: WinPython, *args: Path | str, env: Mapping[str, str] | None = None,
         cwd: Path | None = None, timeout: float = PY_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """``python.exe ARGS`` under Wine; stdout and stderr are pipes (never regular files)."""
-    # bed.run adds the bed's environment back: run wine with exactly the cleaned one.
-    saved = bed.env
-    bed.env = clean_env(bed, env)
-    try:
-        return bed.run(py.exe, *args, cwd=cwd, timeout=timeout, pipes=True)
-    finally:
-        bed.env = saved
+    return bed.run(py.exe, *args, cwd=cwd, timeout=timeout, pipes=True, base_env=clean_env(bed, env))
 
 
 def pip(bed: WineBed, py: WinPython, *args: Path | str, env: Mapping[str, str] | None = None,
@@ -225,13 +247,42 @@ def loaded_modules():
 '''
 
 
+_OUTCOME = re.compile(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\b", re.M)
+_SUMMARY = re.compile(r"^=+ .* in [\d.]+s", re.M)
+
+
+def run_pytest(bed: WineBed, py: WinPython, args: Sequence[str], *, cwd: Path,
+               env: Mapping[str, str] | None = None, timeout: float = 900, max_runs: int = 10
+               ) -> dict[str, str]:
+    """``python.exe -m pytest -v ARGS``: each test's outcome by node id. A test that kills
+    the process (under Wine 8: a call into a function its ucrtbase lacks) is recorded as
+    ``CRASHED`` and the session is run again without the tests already decided."""
+    outcomes: dict[str, str] = {}
+    argfile = cwd / "dllreg-pytest-args.txt"
+    for _ in range(max_runs):
+        argfile.write_text("\n".join([*args, *(f"--deselect={t}" for t in outcomes)]) + "\n")
+        proc = run(bed, py, "-m", "pytest", "-v", "-p", "no:cacheprovider", f"@{argfile.name}",
+                   cwd=cwd, env=env, timeout=timeout)
+        out = proc.stdout
+        found = dict(_OUTCOME.findall(out))
+        outcomes.update(found)
+        if _SUMMARY.search(out):
+            return outcomes
+        # -v writes each node id before the test runs: the last one without an outcome crashed
+        started = re.findall(r"^(\S+::\S+) ", out, re.M)
+        crashed = [t for t in started if t not in found]
+        if not crashed:
+            raise AssertionError(f"pytest ended without a summary or a crashed test:\n{out[-3000:]}"
+                                 f"\n{proc.stderr[-3000:]}")
+        outcomes[crashed[-1]] = "CRASHED"
+    raise AssertionError(f"more than {max_runs} crashes: {outcomes}")
+
+
 def loaddll_trace(stderr: str) -> list[tuple[str, str]]:
     """(Windows path, native|builtin) of each module Wine's +loaddll channel saw loaded."""
-    import re
-
     return [(p.replace("\\\\", "\\"), how) for p, how in
             re.findall(r'loaddll:build_module Loaded L"(.+?)" at \w+: (\w+)', stderr)]
 
 
 __all__ = ["EMBED", "WinPython", "clean_env", "download", "loaddll_trace", "pip", "pip_wheel",
-           "prepare", "run", "run_json", "winpath"]
+           "prepare", "prepare_with", "run", "run_json", "run_pytest", "winpath"]

@@ -166,9 +166,14 @@ def test_delocate_wheel_devendored(tmp_path: Path, capsys: pytest.CaptureFixture
     (w,) = doc["wheels"]
     assert w["status"] == "devendored" and w["bytes_after"] == 0
     got = {d["member"].rsplit("/", 1)[1]: (d["action"], d["library"], d["runtime"]) for d in w["libraries"]}
-    assert got == {FOO: ("package", "foo", f"@rpath/{FOO}"), BAR: ("package", "bar", f"@rpath/{BAR}")}
+    # the naming rule: stem, ABI major and build tag, never an install name another copy may carry
+    foo_lib, bar_lib = got[FOO][1], got[BAR][1]
+    new_foo, new_bar = f"libfoo-{foo_lib[-8:]}.1.dylib", f"libbar-{bar_lib[-8:]}.2.dylib"
+    assert got == {FOO: ("package", foo_lib, f"@rpath/{new_foo}"),
+                   BAR: ("package", bar_lib, f"@rpath/{new_bar}")}
+    assert foo_lib.startswith("foo-1-") and bar_lib.startswith("bar-2-")
     assert all(d["reason"] == NO_SUBSTITUTE for d in w["libraries"])
-    assert [r.split("==")[0] for r in w["requires"]] == ["bar", "foo"]
+    assert [r.split("==")[0] for r in w["requires"]] == [bar_lib, foo_lib]
     notes = " | ".join(w["notes"])
     assert "code signature invalidated in 3 Mach-O binaries (pkg/_ext.cpython-311-darwin.so, " in notes
     assert notes.count("codesign -s - -f") == 3  # the extensions, then libfoo and libbar
@@ -176,19 +181,20 @@ def test_delocate_wheel_devendored(tmp_path: Path, capsys: pytest.CaptureFixture
         assert not any("/.dylibs/" in n for n in z.namelist())
         ext, by_rpath, by_id = (read_macho(z.read(f"pkg/{n}.cpython-311-darwin.so")).arches[0]
                                 for n in ("_ext", "sub/_rp", "sub/_id"))
-    assert ext.needed == (f"@rpath/{FOO}", SYSTEM)
+    assert ext.needed == (f"@rpath/{new_foo}", SYSTEM)
     assert ext.rpaths == ("/opt/build/lib",)  # only the rpath into .dylibs goes
-    assert (by_rpath.needed, by_rpath.rpaths) == ((f"@rpath/{FOO}",), ())
-    assert (by_id.needed, by_id.rpaths) == ((f"@rpath/{BAR}",), ())
+    assert (by_rpath.needed, by_rpath.rpaths) == ((f"@rpath/{new_foo}",), ())
+    assert (by_id.needed, by_id.rpaths) == ((f"@rpath/{new_bar}",), ())
     read_input_wheel(out / wheel.name)  # a valid RECORD
     libs = {lw["name"]: read_library_wheel(Path(lw["path"])) for lw in doc["library_wheels"]}
-    assert set(libs) == {"foo", "bar"}
-    (foo,) = libs["foo"].manifest.libraries
-    assert (foo.path, foo.soname, foo.needed) == (f"lib/{FOO}", f"@rpath/{FOO}", (f"@rpath/{BAR}", SYSTEM))
-    assert [r.name for r in libs["foo"].manifest.requires] == ["bar"]
-    with zipfile.ZipFile(libs["foo"].path) as z:
-        info = read_macho(z.read(f"dllreg.libs/foo/lib/{FOO}")).arches[0]
-    assert (info.install_name, info.rpaths) == (f"@rpath/{FOO}", ())  # every rpath goes
+    assert set(libs) == {foo_lib, bar_lib}
+    (foo,) = libs[foo_lib].manifest.libraries
+    assert (foo.path, foo.soname, foo.needed) == (f"lib/{new_foo}", f"@rpath/{new_foo}",
+                                                  (f"@rpath/{new_bar}", SYSTEM))
+    assert [r.name for r in libs[foo_lib].manifest.requires] == [bar_lib]
+    with zipfile.ZipFile(libs[foo_lib].path) as z:
+        info = read_macho(z.read(f"dllreg.libs/{foo_lib}/lib/{new_foo}")).arches[0]
+    assert (info.install_name, info.rpaths) == (f"@rpath/{new_foo}", ())  # every rpath goes
 
 
 def test_a_matching_registry_library_is_not_substituted(tmp_path: Path) -> None:
@@ -207,6 +213,7 @@ def test_a_matching_registry_library_is_not_substituted(tmp_path: Path) -> None:
     plan = plan_devendor([wheel], registry, [available])
     (wp,) = plan.wheels
     foo = next(d for d in wp.decisions if d.member.endswith(FOO))
+    # the recipe (no source) vouches for the name; still never substituted
     assert (foo.action, foo.library, foo.reason) == ("package", "foo", NO_SUBSTITUTE)
     assert plan.substitutes == () and plan.missing == ()
 
@@ -217,9 +224,9 @@ def test_two_wheels_share_one_library_wheel_per_build(tmp_path: Path) -> None:
     a, b = (read_input_wheel(delocate_wheel(tmp_path / d, d)) for d in ("pkga", "pkgb"))
     assert a.data()[f"pkga/.dylibs/{FOO}"] != b.data()[f"pkgb/.dylibs/{FOO}"]
     plan = plan_devendor([a, b], load_registry(None), [])
-    assert sorted(lib.name for lib in plan.libraries) == ["bar", "foo"]
+    assert sorted(lib.name.split("-")[0] for lib in plan.libraries) == ["bar", "foo"]
     assert [str(r) for r in plan.wheels[0].requires] == [str(r) for r in plan.wheels[1].requires]
-    assert all(lib.users == (a.filename, b.filename) for lib in plan.libraries if lib.name == "foo")
+    assert all(lib.users == (a.filename, b.filename) for lib in plan.libraries if lib.name.startswith("foo"))
     build_outputs(plan)
 
 
@@ -247,11 +254,16 @@ def test_real_scipy_arm64_devendored(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert info.rpaths == () and not any(".dylibs" in n for n in info.needed)
         install_names[lib.name] = f.soname
         needed[lib.name] = info.needed
+    # gfortran and quadmath: their recipes (no PyPI source) vouch for the plain names; libgcc_s
+    # has no recipe and gets the naming rule's
+    (gcc_s,) = set(install_names) - {"gfortran", "quadmath"}
+    assert gcc_s.startswith("gcc-s-1-")
     assert install_names == {"gfortran": "@rpath/libgfortran.5.dylib",
-                             "quadmath": "@rpath/libquadmath.0.dylib", "gcc-s": "@rpath/libgcc_s.1.1.dylib"}
+                             "quadmath": "@rpath/libquadmath.0.dylib",
+                             gcc_s: f"@rpath/libgcc_s-{gcc_s[-8:]}.1.1.dylib"}
     registry_names = set(install_names.values())
     # libgfortran loads its companions by their new install names, as the stub preloads them
-    assert set(needed["gfortran"]) - {SYSTEM} == {install_names["quadmath"], install_names["gcc-s"]}
+    assert set(needed["gfortran"]) - {SYSTEM} == {install_names["quadmath"], install_names[gcc_s]}
     with zipfile.ZipFile(out / SCIPY_MAC) as z:
         names = z.namelist()
         assert not any("/.dylibs/" in n for n in names)

@@ -184,11 +184,17 @@ def _identity(lib: VendoredLib, family: str,
     """(name, version, runtime name) of a packaged copy: the naming rule (devendor_names.py), or
     a recipe's name and runtime name when the recipe vouches for the copy."""
     base = posixpath.basename(lib.member)
-    if lib.format == "macho":
-        name, version = macos.identity(base, lib.content)
-        return name, version, macos.runtime_name(base)
-    plain = unmangle(posixpath.basename(lib.runtime))
     tag = build_tag(lib.build)
+    if lib.format == "macho":
+        stem, major, _ = macos.split_dylib(base)
+        for r, why in matched:  # as below: a recipe without a source, for its own ABI major
+            abi = r.abi_for(family)
+            names = abi.runtime_names if abi else ()
+            if (why is None and len(names) == 1 and not any(src.family == family for src in r.sources)
+                    and macos.split_dylib(posixpath.basename(names[0]))[:2] == (stem, major)):
+                return r.name, macos.identity(base, lib.content)[1], macos.runtime_name(base)
+        return macos.derived(base, tag)
+    plain = unmangle(posixpath.basename(lib.runtime))
     version = best_version(dict(lib.upstream))[1]
     fold = str.lower if lib.format == "pe" else str
     for r, why in matched:

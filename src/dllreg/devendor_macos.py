@@ -24,8 +24,9 @@ from .binary.machopatch import change_load_dylibs, code_signed, set_install_name
 from .devendor_names import derived_names, unmangle, upstream_versions
 from .names import library_name
 
-__all__ = ["NO_SUBSTITUTE", "RESIGN", "content_digest", "identity", "library_note", "patch_consumer",
-           "patch_library", "resign_note", "runtime_name", "signature_broken"]
+__all__ = ["NO_SUBSTITUTE", "RESIGN", "content_digest", "derived", "identity", "library_note",
+           "patch_consumer", "patch_library", "resign_note", "runtime_name", "signature_broken",
+           "split_dylib"]
 
 NO_SUBSTITUTE = ("never substituted on macOS: dllreg cannot read Mach-O export tries, so no registry "
                  "library can be checked to export what the wheel imports from it")
@@ -34,8 +35,31 @@ _DYLIB = re.compile(r"(.+?)((?:\.\d+)*)\.dylib", re.IGNORECASE)
 
 
 def runtime_name(filename: str) -> str:
-    """The install name a packaged copy gets: what consumers load and the stub preloads."""
+    """The install name of a copy a recipe vouches for: what consumers load and the stub
+    preloads (other copies get ``derived``'s, with their build tag)."""
     return f"@rpath/{filename}"
+
+
+def split_dylib(filename: str) -> tuple[str, str, str]:
+    """(stem, ABI major, version numbers): ``libgcc_s.1.1.dylib`` -> (``libgcc_s``, ``1``,
+    ``1.1``); a name not like a dylib is all stem."""
+    m = _DYLIB.fullmatch(filename)
+    if m is None:
+        return unmangle(filename), "", ""
+    numbers = m[2][1:]
+    return unmangle(m[1]), numbers.split(".")[0] if numbers else "", numbers
+
+
+def derived(filename: str, tag: str) -> tuple[str, str, str]:
+    """(name, version, install name) by the naming rule (devendor_names): ``libgcc_s.1.1.dylib``
+    -> (``gcc-s-1-<tag>``, ``1.1``, ``@rpath/libgcc_s-<tag>.1.1.dylib``): never an install name
+    another provider's copy may carry (dyld reuses a loaded image whose install name matches)."""
+    stem, major, numbers = split_dylib(filename)
+    bare = stem[3:] if stem.lower().startswith("lib") and len(stem) > 3 else stem
+    bare = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", bare)
+    name = library_name("-".join(p for p in (bare, major, tag) if p))
+    suffix = f".{numbers}.dylib" if numbers else (".dylib" if filename.lower().endswith(".dylib") else "")
+    return name, str(Version(numbers or "0")), f"@rpath/{stem}-{tag}{suffix}"
 
 
 def content_digest(data: bytes) -> str:

@@ -132,11 +132,9 @@ def _report(plan: DevendorPlan, written: dict[str, str], notes: dict[str, tuple[
              "path": written.get(f"lib:{nl.name}")} for nl in plan.libraries]
     subs = [{"name": s.name, "version": s.version, "path": written.get(f"sub:{s.name}", s.path),
              "bytes": s.lib_bytes} for s in plan.substitutes]
-    packaged = {nl.name: next(d.size for wp in plan.wheels for d in wp.decisions
-                              if d.action == "package" and d.library == nl.name) for nl in plan.libraries}
     before = sum(wp.bytes_before for wp in plan.wheels)
     vendored_after = sum(wp.bytes_after for wp in plan.wheels)
-    registry_after = sum(packaged.values()) + sum(s.lib_bytes for s in plan.substitutes)
+    registry_after = plan.packaged_bytes + sum(s.lib_bytes for s in plan.substitutes)
     return {"wheels": wheels, "library_wheels": libs, "substitutes": subs,
             "bytes": {"before": before, "after_vendored": vendored_after, "after_registry": registry_after,
                       "after": vendored_after + registry_after}}

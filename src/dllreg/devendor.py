@@ -109,6 +109,13 @@ class DevendorPlan:
     substitutes: tuple[LibraryWheel, ...]  # library wheels the output needs next to it
     missing: tuple[tuple[str, str], ...] = ()  # (recipe, platform) matched without a library wheel
 
+    @property
+    def packaged_bytes(self) -> int:
+        """Bytes of the vendored copies the new library wheels are made of (each once)."""
+        size = {(wp.wheel.filename, d.member): d.size for wp in self.wheels for d in wp.decisions}
+        return sum(size[(nl.wheel, m)] for nl in self.libraries
+                   for m in (nl.member, *(g[0] for g in nl.group)))
+
 
 def _recipes_for(lib: VendoredLib, family: str, registry: Registry) -> list[tuple[Recipe, str | None]]:
     """Recipes whose vendored or runtime names match; with why the copy is not that recipe's ABI."""

@@ -244,8 +244,7 @@ def byte_totals(result: Devendored) -> tuple[int, int]:
     """Bytes of native libraries before (vendored) and after (still vendored + library wheels)."""
     plan = result.plan
     before = sum(wp.bytes_before for wp in plan.wheels)
-    packaged = {d.library: d.size for wp in plan.wheels for d in wp.decisions if d.action == "package"}
-    after = (sum(wp.bytes_after for wp in plan.wheels) + sum(packaged.values())
+    after = (sum(wp.bytes_after for wp in plan.wheels) + plan.packaged_bytes
              + sum(s.lib_bytes for s in plan.substitutes))
     return before, after
 

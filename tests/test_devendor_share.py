@@ -44,6 +44,18 @@ def test_the_newest_covering_copy_serves_and_nothing_is_downgraded() -> None:
     assert gaps(old, new) == "is not provably as new (3.5.1 < 3.5.8 (by string version))"
 
 
+def test_a_newer_version_node_outranks_an_older_version_string() -> None:
+    """pillow's libtiff tells 4.7.2 only by its version node, pyproj's 4.5.1 by a string too."""
+    syms = {("TIFFOpen", "LIBTIFF_4.0")}
+    pillow = dataclasses.replace(lib("pillow", "b1", None, syms, syms),
+                                 upstream=(("file", "6.3.0"), ("node", "4.7.2")))
+    pyproj = dataclasses.replace(lib("pyproj", "b2", None, syms, syms),
+                                 upstream=(("file", "6.0.0"), ("node", "4.5"), ("string", "4.5.1")))
+    served, _ = choose_servers([Copy("pyproj.whl", pyproj), Copy("pillow.whl", pillow)])
+    assert served[("pyproj.whl", "pyproj")].by == ("pillow.whl", "pillow")
+    assert "4.7.2 >= 4.5 by node version" in served[("pyproj.whl", "pyproj")].reason
+
+
 def test_coverage_counts_symbol_versions_and_version_nodes() -> None:
     server = lib("b", "b2", "3.6.0", {("f", "V_1"), ("g", None)}, set(), frozenset({"V_1"}))
     assert gaps(server, lib("a", "b1", "3.5.0", set(), {("f", "V_1"), ("g", None)})) is None

@@ -68,10 +68,12 @@ def gaps(server: VendoredLib, copy: VendoredLib) -> str | None:
     return None if older is None else f"is not provably as new ({older})"
 
 
-def _rank(c: Copy) -> tuple[Version, Version, Version, int]:
+def _rank(c: Copy) -> tuple[Version, Version, int]:
+    """Newest first: a version string is never below the newest node (upstream_versions), so
+    the higher of the two is the release as far as the file tells; then the file numbers."""
     v = dict(c.lib.upstream)  # ties keep the input order (a stable sort)
-    return (Version(v.get("string", "0")), Version(v.get("node", "0")), Version(v.get("file", "0")),
-            len(c.lib.provides))
+    release = max(Version(v.get("string", "0")), Version(v.get("node", "0")))
+    return release, Version(v.get("file", "0")), len(c.lib.provides)
 
 
 def choose_servers(copies: Sequence[Copy], banned: Collection[Key] = ()

@@ -40,6 +40,7 @@ version = "0.1"
 [tool.dllreg]
 backend = "hatchling.build"
 requires = ["qsum>=3"]
+dlopen = ["qsum"]
 """
 HATCH_INIT = '''"""qsum through ctypes: the path comes from the dllreg stub."""
 from . import _dlls

@@ -28,6 +28,7 @@ def write_ctypes_consumer(root: Path) -> Path:
         [tool.dllreg]
         backend = "hatchling.build"
         requires = ["qsum>=3"]
+        dlopen = ["qsum"]  # opened with ctypes through _dlls.path(): no binary links it
         """))
     (proj / "qct" / "__init__.py").write_text(textwrap.dedent('''\
         """qsum through ctypes: the path comes from the dllreg stub."""

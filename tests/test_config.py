@@ -174,3 +174,15 @@ def test_inner_systemexit_gets_the_context_note(tmp_path: Path) -> None:
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and "meson setup failed" in r.stderr
     assert "dllreg.build: the inner backend 'failing' failed in build_wheel" in r.stderr, r.stderr
+
+
+def test_dlopen_names_required_libraries_only() -> None:
+    from dllreg.config import parse_config
+    from dllreg.errors import ConfigError
+
+    table = {"backend": "hatchling.build", "requires": ["qsum>=3"], "dlopen": ["QSum"]}
+    assert parse_config({"tool": {"dllreg": table}}).dlopen == ("qsum",)
+    with pytest.raises(ConfigError, match=r"dlopen\[0\]: zlib is not in requires"):
+        parse_config({"tool": {"dllreg": {**table, "dlopen": ["zlib"]}}})
+    with pytest.raises(ConfigError, match="dlopen: must be a list"):
+        parse_config({"tool": {"dllreg": {**table, "dlopen": "qsum"}}})

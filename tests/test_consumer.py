@@ -99,3 +99,16 @@ def test_patch_metadata_adds_requirements_in_headers() -> None:
 
 def test_import_line_is_a_relative_import_of_the_stub() -> None:
     assert IMPORT_LINE.startswith("from . import _dlls")
+
+
+def test_unused_requirements() -> None:
+    from dllreg.consumer import unused_requirements
+
+    reqs = [NativeRequirement.parse(r) for r in ("openblas>=0.3", "gfortran", "qsum", "foo")]
+    libs = {"openblas": (("libscipy_openblas.so",), ("gfortran",)), "gfortran": (("libgfortran.so.5",), ()),
+            "qsum": (("@rpath/libqsum.3.dylib",), ()), "foo": (("FOO.dll",), ())}
+    needed = ["libscipy_openblas.so", "@rpath/libqsum.3.dylib", "libc.so.6"]
+    # gfortran is used through openblas; foo by nothing, unless the package opens it itself
+    assert [r.name for r in unused_requirements(needed, libs, reqs)] == ["foo"]
+    assert unused_requirements([*needed, "foo.DLL"], libs, reqs) == []
+    assert unused_requirements(needed, libs, reqs, dlopen=["foo"]) == []

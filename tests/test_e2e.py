@@ -215,6 +215,24 @@ def test_bad_config_fails_the_build(tmp_path: Path, make_venv, tool_extra: str, 
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.whl"))
 
 
+def test_declared_library_that_nothing_links_is_a_build_error(tmp_path: Path, built: Path,
+                                                              make_venv) -> None:  # type: ignore[no-untyped-def]
+    """As numpy's meson does with its defaults (no BLAS found, built without): the extension
+    does not link qsum, so dllreg refuses to add a stub and Requires-Dist for it."""
+    venv = make_venv()
+    proj = write_consumer(tmp_path, "qnolink", ["qsum>=3"])
+    setup = (proj / "setup.py").read_text().replace(
+        "extra_link_args=[x for x in f if not x.startswith(\"-I\")]", "extra_link_args=[]")
+    assert "extra_link_args=[]" in setup
+    (proj / "setup.py").write_text(setup)
+    r = venv.pip("wheel", "--no-deps", "-w", str(tmp_path / "out"), str(proj), check=False,
+                 env={"PIP_FIND_LINKS": f"{venv.house} {built}"})
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "no binary in the wheel needs qsum>=3" in out, out[-4000:]
+    assert 'dlopen = [\"qsum\"]' in out or 'dlopen = ["qsum"]' in out
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.whl"))
+
+
 def test_top_level_extension_is_a_build_error(tmp_path: Path, built: Path, make_venv  # type: ignore[no-untyped-def]
                                               ) -> None:
     venv = make_venv()
@@ -312,3 +330,26 @@ def test_demo_with_the_real_openblas(tmp_path: Path) -> None:
     assert "[ok] distinct OpenBLAS files mapped: 1 (expected 1)" in r.stdout
     assert "OK: one OpenBLAS serves both packages" in r.stdout
     assert re.search(r"openblas +0\.3\.\S+ +wheel +blasdot \(openblas>=0\.3\), blasgemm", r.stdout)
+
+
+def test_example_installs_editable_as_it_is(tmp_path: Path, make_venv) -> None:  # type: ignore[no-untyped-def]
+    """examples/blasdot carries the stub import line, so `pip install -e` works unedited."""
+    root = Path(__file__).resolve().parent.parent
+    downloads = root / ".cache" / "downloads"
+    source = sorted(downloads.glob("scipy_openblas32-*manylinux*x86_64.whl"))
+    if not source:
+        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             "-d", str(downloads), "scipy-openblas32"])
+        source = sorted(downloads.glob("scipy_openblas32-*manylinux*x86_64.whl"))
+    libs = tmp_path / "libs"
+    run([sys.executable, "-m", "dllreg", "package-lib", "openblas", "--from", str(source[-1]),
+         "-o", str(libs)])
+    project = tmp_path / "blasdot"
+    shutil.copytree(root / "examples" / "blasdot", project,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "_dlls.py", "__pycache__"))
+    venv = make_venv()
+    venv.pip("install", "-q", "-e", str(project), env={"PIP_FIND_LINKS": f"{venv.house} {libs}"})
+    assert (project / "src" / "blasdot" / "_dlls.py").is_file()
+    out = venv.py("import blasdot; print(blasdot.dot([1, 2, 3], [4, 5, 6]), blasdot.__file__)",
+                  cwd=tmp_path).stdout.split()
+    assert out == ["32.0", str(project / "src" / "blasdot" / "__init__.py")]

@@ -9,6 +9,7 @@ Reference: docs/pyproject.md.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -227,12 +228,56 @@ def _build(hook: str, wheel_directory: str, config_settings: dict[str, Any] | No
                     exc.add_note(context)
                 sys.stderr.write(context + "\n")
                 raise
+        if hook == "build_wheel":
+            _check_used(Path(tmp, name), config, active)
         extra = editable_stubs(Path(tmp, name), Path.cwd(), active) \
             if hook == "build_editable" else {}
         # An editable wheel does not carry the package sources: its stubs live in the source
         # tree or come with a finder of their own (editable.py); only its metadata is patched.
         return patch_wheel(Path(tmp, name), Path(wheel_directory), config.requires, active,
                            with_stubs=hook == "build_wheel", extra=extra, choices=choices).name
+
+
+def _check_used(wheel: Path, config: ConsumerConfig, active: Sequence[NativeRequirement]) -> None:
+    """Fail when a declared library is needed by no binary of the wheel: the build did not link
+    it (numpy's meson with its defaults finds no BLAS and builds without one), so the stub and
+    Requires-Dist would install and preload a library nothing uses."""
+    from .binary import read_binary
+    from .consumer import unused_requirements
+    from .wheelfile import open_wheel, read_member, safe_members
+
+    needed: list[str] = []
+    with open_wheel(wheel) as zf:
+        for info in safe_members(zf, str(wheel)):
+            if info.is_dir() or not _BINARY.search(info.filename):
+                continue
+            try:
+                b = read_binary(read_member(zf, info, str(wheel)), info.filename)
+            except DllregError:
+                continue  # not a binary dllreg reads (a linker script, a data file)
+            needed += [*b.needed, *b.delay_needed]
+    dirs = site_dirs()
+    libraries = {}
+    for req in active:
+        lib = find_library(req.name, dirs)
+        if lib is not None:
+            libraries[req.name] = (tuple(f.soname for f in lib.manifest.libraries),
+                                   tuple(r.name for r in lib.manifest.requires))
+    unused = unused_requirements(needed, libraries, active, config.dlopen)
+    if unused:
+        names = ", ".join(str(r) for r in unused)
+        runtime = "; ".join(f"{r.name}: {', '.join(libraries.get(r.name, ((), ()))[0]) or '?'}"
+                            for r in unused)
+        raise BuildError(
+            f"{wheel.name}: no binary in the wheel needs {names} (runtime names {runtime}), which "
+            "[tool.dllreg] requires: the build did not link it (did the backend find it? e.g. numpy "
+            "needs -Dblas=scipy-openblas -Dlapack=scipy-openblas, docs/meson.md), so the wheel would "
+            "install and preload a library nothing uses. Link against it (python -m dllreg pkg-config "
+            f"{unused[0].name} --libs), drop it from requires, or, if the package opens it itself "
+            f"through _dlls.path(), add dlopen = [\"{unused[0].name}\"] to [tool.dllreg]")
+
+
+_BINARY = re.compile(r"\.(so|pyd|dll|dylib)$|\.so\.\d+", re.IGNORECASE)
 
 
 def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = None,

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_KEYS = {"backend", "backend-path", "requires", "providers"}
+_KEYS = {"backend", "backend-path", "requires", "providers", "dlopen"}
 _EXAMPLE = """[tool.dllreg]
 backend = "setuptools.build_meta"
 requires = ["openblas>=0.3"]"""
@@ -36,6 +36,9 @@ class ConsumerConfig:
     #: library -> the distribution that must provide it (docs/pyproject.md); checked against
     #: the recipes by the backend
     providers: tuple[tuple[str, str], ...] = ()
+    #: required libraries the package opens itself through ``_dlls.path()`` (ctypes, cffi), so
+    #: no binary of the wheel links them (docs/pyproject.md)
+    dlopen: tuple[str, ...] = ()
 
     def active_requires(self) -> tuple[NativeRequirement, ...]:
         """Requirements whose marker holds for this build's interpreter and platform."""
@@ -93,7 +96,21 @@ def parse_config(pyproject: dict[str, Any]) -> ConsumerConfig:
             providers.append((library_name(key), canonicalize_name(value.strip())))
         except DllregError as exc:
             raise _fail(f"providers.{key}", str(exc), 'e.g. openblas = "scipy-openblas32"') from None
-    return ConsumerConfig(backend.strip(), tuple(backend_path), tuple(requires), tuple(providers))
+    raw_dlopen = table.get("dlopen", [])
+    if not isinstance(raw_dlopen, list) or not all(isinstance(v, str) for v in raw_dlopen):
+        raise _fail("dlopen", "must be a list of library names", 'e.g. dlopen = ["openblas"]')
+    dlopen = []
+    for i, value in enumerate(raw_dlopen):
+        try:
+            name = library_name(value)
+        except DllregError as exc:
+            raise _fail(f"dlopen[{i}]", str(exc), 'e.g. "openblas"') from None
+        if name not in {r.name for r in requires}:
+            raise _fail(f"dlopen[{i}]", f"{name} is not in requires",
+                        "list only required libraries the package opens itself through _dlls.path()")
+        dlopen.append(name)
+    return ConsumerConfig(backend.strip(), tuple(backend_path), tuple(requires), tuple(providers),
+                          tuple(dlopen))
 
 
 def load_config(source_dir: Path) -> ConsumerConfig:

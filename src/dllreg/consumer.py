@@ -168,6 +168,27 @@ def patch_metadata(text: str, requires: Sequence[NativeRequirement],
     return "\n".join(lines) + "\n" + (sep[1:] + body if sep else "")
 
 
+def unused_requirements(needed: Iterable[str],
+                        libraries: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]],
+                        requires: Sequence[NativeRequirement], dlopen: Iterable[str] = ()
+                        ) -> list[NativeRequirement]:
+    """The requirements no binary of the wheel needs: ``needed`` is every name the wheel's binaries
+    record (DT_NEEDED, PE imports, Mach-O load commands), ``libraries`` maps a library to (its runtime
+    names, the libraries it requires). A library counts as used when a binary needs one of its
+    runtime names (compared by file name, case-insensitively), when a used library requires it,
+    or when ``dlopen`` names it (the package opens it through ``_dlls.path()``)."""
+    wanted = {n.replace("\\", "/").rsplit("/", 1)[-1].lower() for n in needed}
+    used = set(dlopen) | {name for name, (runtime, _) in libraries.items()
+                          if any(r.rsplit("/", 1)[-1].lower() in wanted for r in runtime)}
+    todo = list(used)
+    while todo:
+        for dep in libraries.get(todo.pop(), ((), ()))[1]:
+            if dep not in used:
+                used.add(dep)
+                todo.append(dep)
+    return [r for r in requires if r.name not in used]
+
+
 def consumer_record(requires: Sequence[NativeRequirement], stubs: Sequence[str]) -> str:
     return json.dumps({
         "format": 1,

@@ -129,10 +129,18 @@ def consumer_wheel(tmp: Path, py: WinPython, flags: tuple[str, ...], out: Path) 
     return patch_wheel(inner, out, req, req)
 
 
+_HOUSE: list[Path] = []  # built once per process, however many modules use the fixture
+
+
 @pytest.fixture(scope="session")
 def house(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip's --find-links: the qsum library wheel and a cpkg consumer wheel per interpreter."""
-    tmp = tmp_path_factory.mktemp("winpy-wheels")
+    if not _HOUSE:
+        _HOUSE.append(_build_house(tmp_path_factory.mktemp("winpy-wheels")))
+    return _HOUSE[0]
+
+
+def _build_house(tmp: Path) -> Path:
     library = package(tmp, "qsum", library_dir(tmp, "qsum", QSUM, "libqsum.dll"))
     probe = tmp / "probe-site"
     install_wheel(library, probe)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,7 @@ VARIANTS = ("stub", "vendored", "floor", "stub, pypi wheel", "stub, pypi miss", 
 MODULES = {"stub": "benchstub", "vendored": "benchvend", "floor": "benchfloor",
            "stub, pypi wheel": "benchpypi", "stub, pypi miss": "benchmiss",
            "delvewheel-style": "benchdelve", "torch-style": "benchtorch"}
+SITE_PACKAGES = 100  # other distributions in the benchmark's site directory (200 entries)
 # The footer a recipe's [pypi.linux] table gives the stub (stub.pypi_footer); bench has no recipe.
 PYPI_FOOTER = ("_PYPI = {{'bench': ({stem!r}, 2, ({stem!r} + '/lib/libbench.so.1',), ('libbench.so.1',), (),"
                " {stem!r}),}}\n")
@@ -136,6 +138,14 @@ for name in ("benchstub", "benchstub2"):
 t0 = time.perf_counter_ns(); import benchstub._dlls
 t1 = time.perf_counter_ns(); import benchstub2._dlls
 t2 = time.perf_counter_ns(); print(t1 - t0, t2 - t1, (t0 - tw) // 2)
+"""
+# Figure 2c: one stub's import in a fresh interpreter (parent faked as in (a)), for the
+# PyPI provider variants against the plain stub: the provider's own cost in microseconds.
+DRIVER_P = """import sys, time
+from importlib.machinery import PathFinder
+m = type(sys)({name!r}); m.__path__ = [{site!r} + "/" + {name!r}]; sys.modules[{name!r}] = m
+PathFinder.find_spec({name!r} + "._absent", m.__path__)
+t0 = time.perf_counter_ns(); __import__({name!r} + "._dlls"); print(time.perf_counter_ns() - t0)
 """
 DRIVER_B = """import os, time
 t0 = time.perf_counter_ns(); import _ctypes
@@ -201,6 +211,11 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Any]]:
     shutil.copy2(libsrc / "libbench.so.1", site / "benchwheel" / "lib")
     (site / "benchwheel-1.0.2.dist-info").mkdir()
     (site / "benchwheel-1.0.2.dist-info" / "RECORD").write_text("")
+    # The version lookup lists the site directory: give it the size of a real environment's
+    # (SITE_PACKAGES packages, each a folder and a dist-info), which only that lookup reads.
+    for i in range(SITE_PACKAGES):
+        (site / f"pkg{i:03d}").mkdir()
+        (site / f"pkg{i:03d}-1.0.dist-info").mkdir()
     pypi_exts = []
     for name, stem in (("benchpypi", "benchwheel"), ("benchmiss", "absentwheel")):
         (site / name).mkdir()
@@ -248,7 +263,7 @@ def setup(root: Path, env: dict[str, str]) -> tuple[Path, Path, dict[str, Any]]:
     probe = f"import sys; sys.path.insert(0, {str(site / 'benchstub')!r}); import _ext"
     fail = subprocess.run([py, "-c", probe], capture_output=True, env=env, cwd=cwd)
     assert fail.returncode and b"libbench.so.1" in fail.stderr, fail
-    dirs = int(sh(py, "-c", "import benchstub._dlls as d, sys; print(len(d._search_dirs(None)))",
+    dirs = int(sh(py, "-c", "import benchstub._dlls as d, sys; print(len(d._search_dirs(None, sys.path)))",
                   env=env, cwd=cwd))
     return py, site, {"lib": lib, "stub2": site / "benchstub2" / STUB_FILE, "cwd": cwd,
                       "search_dirs": dirs}
@@ -282,6 +297,12 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Any],
         for key in ("ab" if i % 2 else "ba"):
             for k, x in zip(names[key], sh(py, "-c", drivers[key], env=env, cwd=cwd).split()):
                 parts[k].append(int(x))
+    provider_parts: dict[str, list[int]] = {m: [] for m in ("benchstub", "benchpypi", "benchmiss")}
+    for i in range(runs):
+        order = list(provider_parts)[i % 3:] + list(provider_parts)[:i % 3]
+        for mod in order:
+            provider_parts[mod].append(int(sh(py, "-c", DRIVER_P.format(name=mod, site=str(site)),
+                                              env=env, cwd=cwd)))
     # Figure 3: the already-loaded path, exec'd in one process.
     n_exec = max(1000, runs * 5)
     drv_c = DRIVER_C.format(stub=str(files["stub2"]), n=n_exec)
@@ -301,7 +322,11 @@ def measure(runs: int, py: Path, site: Path, files: dict[str, Any],
         "whole_process_gc_cycle_ms": fig1b,
         "pypi_provider_vs_stub": {**{v: {k: pypi[v][k] for k in ("median", "ratio", "paired_ratio")}
                                      for v in pypi}, "site_entries": len(list(site.iterdir())),
-                                  "search_dirs": files["search_dirs"]},
+                                  "search_dirs": files["search_dirs"],
+                                  "stub_import_ms": {m: stats(v, ms) for m, v in provider_parts.items()},
+                                  "paired_extra_us": {m: round(statistics.median(
+                                      (a - b) / 1e3 for a, b in zip(v, provider_parts["benchstub"])), 1)
+                                      for m, v in provider_parts.items() if m != "benchstub"}},
         "gc": {v: dict(zip(("gen0_count_before", "gen0_threshold", "collections_during_import",
                             "tracked_objects_left"), f)) for v, f in gc_facts.items()},
         "stub_in_process_ms": {**fig2, "stub_minus_dlopen": stub_cost},
@@ -337,6 +362,13 @@ def report(r: dict, elapsed: float) -> None:
     for v in ("stub, pypi wheel", "stub, pypi miss"):
         print(f"  {v:<18} median {pp[v]['median']:.2f} ms  ratio {pp[v]['ratio']:.3f}  "
               f"paired {pp[v]['paired_ratio']:.3f}")
+    si = pp["stub_import_ms"]
+    print("  import X._dlls alone, fresh interpreters (ms; extra = median of same-round differences)")
+    for mod, label in (("benchstub", "stub"), ("benchpypi", "stub, pypi wheel"),
+                       ("benchmiss", "stub, pypi miss")):
+        extra = pp["paired_extra_us"].get(mod)
+        print(f"  {label:<18} {si[mod]['median']:7.3f}  IQR {si[mod]['iqr']:.3f}"
+              + (f"   extra {extra:+.1f} us" if extra is not None else ""))
     print()
     print("2. stub in process, fresh interpreters (ms)")
     rows = (("a: import benchstub._dlls (incl. dlopen)", "stub"),

@@ -56,6 +56,11 @@ def _import_overhead(r: dict[str, Any]) -> list[Row]:
          _met(g["stub_cost_le_0.5ms"])),
         ("stub, library already loaded", f"{r['already_loaded_exec_us']['median']:.1f} us",
          "<= 20 us", _met(g["already_loaded_le_20us"])),
+        ("PyPI wheel provider absent: the extra `os.access` per site dir (stub import, paired)",
+         f"{r['pypi_provider_vs_stub']['paired_extra_us']['benchmiss']:+.1f} us", "measured", "-"),
+        (f"PyPI wheel provider found: its dist-info lookup, site of "
+         f"{r['pypi_provider_vs_stub']['site_entries']} entries (stub import, paired)",
+         f"{r['pypi_provider_vs_stub']['paired_extra_us']['benchpypi']:+.1f} us", "measured", "-"),
     ]
 
 

@@ -126,7 +126,7 @@ needs_gcc = pytest.mark.skipif(not has_gcc() or sys.platform != "linux", reason=
 @needs_gcc
 @pytest.mark.parametrize("cold", [False, True])
 def test_stub_loads_the_wheel_own_file_with_the_dist_info_version(tmp_path: Path, cold: bool) -> None:
-    site = _site(tmp_path, "FakeBlas-1.3.7.2.dist-info")
+    site = _site(tmp_path, "fakeblas-1.3.7.2.dist-info", "fakeblas_extra-2.0.dist-info")
     r = _import(site, **({"DLLREG_DEBUG": "1"} if cold else {}))
     lib = site / "fakeblas" / "lib" / "libqsum.so.3"
     assert r.returncode == 0, r.stderr
@@ -153,8 +153,10 @@ def test_two_dist_infos_are_unreadable_not_a_guess(tmp_path: Path) -> None:
 
 
 @needs_gcc
-def test_files_without_a_dist_info_are_not_a_copy(tmp_path: Path) -> None:
-    site = _site(tmp_path)
+@pytest.mark.parametrize("dist_infos", [(), ("FakeBlas-1.3.dist-info",), ("fakeblas-1.3.egg-info",)])
+def test_files_without_their_dist_info_are_not_a_copy(tmp_path: Path, dist_infos: tuple[str, ...]) -> None:
+    # the stem as the wheel spells it (the normalized name): what pip writes for these wheels
+    site = _site(tmp_path, *dist_infos)
     r = _import(site)
     assert r.returncode == 1 and "it is not installed" in r.stderr
     assert "or the files of fakeblas>=1.2" in r.stderr
@@ -182,3 +184,21 @@ def test_wheel_manifest_reads_version_and_record(tmp_path: Path) -> None:
         (lib.as_posix(), "libscipy_openblas.so", digest.hex())]
     lib.unlink()
     assert wheel_manifest(REG.require("openblas"), LP64, site) is None
+
+
+@needs_gcc
+def test_verify_compares_the_wheel_files_with_its_record(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+
+    site = _site(tmp_path, "fakeblas-1.3.dist-info")
+    lib = site / "fakeblas" / "lib" / "libqsum.so.3"
+    record = site / "fakeblas-1.3.dist-info" / "RECORD"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(lib.read_bytes()).digest()).rstrip(b"=").decode()
+    record.write_text(f"fakeblas/__init__.py,,\nfakeblas/lib/libqsum.so.3,sha256={digest},1\n")
+    r = _import(site, DLLREG_VERIFY="1")
+    assert r.returncode == 0 and r.stdout.split()[0] == "1.3", r.stderr
+    record.write_text(f"fakeblas/lib/libqsum.so.3,sha256={digest[::-1]},1\n")
+    r = _import(site, DLLREG_VERIFY="1")
+    assert r.returncode == 1 and f"but {lib} does not match the sha256" in r.stderr
+    assert 'pip install "fakeblas>=1.2" --force-reinstall' in r.stderr

@@ -134,19 +134,12 @@ def _manifest(lib_dir, provider):
 
 def _wheel_copy(base, layout):
     # A PyPI wheel's own files (a recipe's [pypi.FAMILY]): the version is in the name of pip's
-    # <stem>-<version>.dist-info in the same site directory; nothing is imported or parsed
-    # beyond that name. Returns what _manifest returns, with the copy's directory first.
-    # FileNotFoundError without a dist-info (not installed by pip: not a copy), ValueError
-    # for two of them or a version the rule cannot cut.
+    # <stem>-<version>.dist-info in the same site directory (stem: the normalized name, as the
+    # wheel spells it); nothing is imported or parsed beyond that name. Returns what _manifest
+    # returns, with the copy's directory first. FileNotFoundError without a dist-info (not
+    # installed by pip: not a copy), ValueError for two of them or a version the rule cannot cut.
     stem, n, files, names, reqs = layout[:5]
-    found = None
-    for entry in os.listdir(base):
-        if entry[-10:] == ".dist-info" and entry.partition("-")[0].lower().replace(".", "_") == stem:
-            if found is not None:
-                raise ValueError("two dist-info directories for %s: %s, %s" % (stem, found, entry))
-            found = entry
-    if found is None:
-        raise FileNotFoundError(base + stem + "-*.dist-info")
+    found = _dist_info(base, stem)
     version = found[len(stem) + 1:-10]
     if n:
         parts = version.partition("+")[0].split(".")[:n]
@@ -158,6 +151,25 @@ def _wheel_copy(base, layout):
         paths.append(base + rel.replace("/", os.sep))
         libs.append([rel, runtime_name, ""])
     return paths[-1].rpartition(os.sep)[0], version, libs, paths, reqs, []
+
+
+def _dist_info(base, stem):
+    # The one "<stem>-*.dist-info" entry of base, found by str.find over all the names joined
+    # (a loop over a few hundred entries in Python would cost more than the rest of the stub).
+    names = "/" + "/".join(os.listdir(base)) + "/"
+    found, start = None, 0
+    while True:
+        start = names.find("/" + stem + "-", start) + 1
+        if not start:
+            break
+        entry = names[start:names.find("/", start)]
+        if entry[-10:] == ".dist-info":
+            if found is not None:
+                raise ValueError("two dist-info directories for %s: %s, %s" % (stem, found, entry))
+            found = entry
+    if found is None:
+        raise FileNotFoundError(base + stem + "-*.dist-info")
+    return found
 
 
 def _quick(spec, version):
@@ -378,17 +390,15 @@ def _record_sha256(base, stem, rel):
     # The hex sha256 pip's RECORD gives a PyPI provider's file (DLLREG_VERIFY=1 only).
     import binascii
 
-    for entry in os.listdir(base):
-        if entry[-10:] == ".dist-info" and entry.partition("-")[0].lower().replace(".", "_") == stem:
-            try:
-                with open(base + entry + os.sep + "RECORD", encoding="utf-8") as f:
-                    for line in f:
-                        path, _, rest = line.partition(",")
-                        if path == rel and rest.startswith("sha256="):
-                            raw = rest[7:].partition(",")[0].replace("-", "+").replace("_", "/")
-                            return binascii.a2b_base64(raw + "=" * (-len(raw) % 4)).hex()
-            except (OSError, ValueError):
-                pass
+    try:
+        with open(base + _dist_info(base, stem) + os.sep + "RECORD", encoding="utf-8") as f:
+            for line in f:
+                path, _, rest = line.partition(",")
+                if path == rel and rest.startswith("sha256="):
+                    raw = rest[7:].partition(",")[0].replace("-", "+").replace("_", "/")
+                    return binascii.a2b_base64(raw + "=" * (-len(raw) % 4)).hex()
+    except (OSError, ValueError):
+        pass
     return None  # no RECORD entry: verification fails
 
 

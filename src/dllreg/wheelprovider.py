@@ -60,14 +60,14 @@ def library_version(provider: WheelProvider, wheel_version: str) -> str:
 
 
 def find_dist_info(site: Path, stem: str) -> Path | None:
-    """``<site>/<stem>-<version>.dist-info`` as pip names it (case and ``-``/``.`` folded), or
-    None. Two of them (a broken uninstall) are an error: the version would be a guess."""
+    """``<site>/<stem>-<version>.dist-info`` as pip names it (the stem as the wheel spells it:
+    the normalized name, as the stub matches it), or None. Two of them (a broken uninstall) are
+    an error: the version would be a guess."""
     try:
         entries = os.listdir(site)
     except OSError:
         return None
-    hits = [e for e in entries if e.endswith(".dist-info")
-            and e.partition("-")[0].lower().replace(".", "_") == stem]
+    hits = [e for e in entries if e.startswith(stem + "-") and e.endswith(".dist-info")]
     if len(hits) > 1:
         raise DllregError(f"{site}: several dist-info directories for {stem}: {', '.join(sorted(hits))}; "
                           f"reinstall it with pip install --force-reinstall")

@@ -269,3 +269,27 @@ def test_real_pillow_with_its_freetype_harfbuzz_cycle_imports(tmp_path: Path, ma
     assert ft and raqm and drawn
     assert len(maps) == 2 and len({Path(m).parent for m in maps}) == 1
     assert "/dllreg.libs/freetype-6-" in maps[0]
+
+
+@needs_gcc
+def test_a_malformed_build_note_is_one_clear_error(tmp_path: Path) -> None:
+    """inspect reads a library fine, but its PT_NOTE (the build ID) is broken: one error naming
+    the wheel and the member, nothing planned."""
+    import struct
+
+    from dllreg.devendor_read import DevendorError
+    from test_devendor import vendored_wheel
+
+    wheel = read_input_wheel(vendored_wheel(tmp_path))
+    member = next(m for m in wheel.members if m.name.startswith("pkga.libs/"))
+    data = bytearray(member.data)
+    phoff, phentsize, phnum = struct.unpack_from("<Q", data, 32)[0], *struct.unpack_from("<HH", data, 54)
+    notes = [struct.unpack_from("<IIQ", data, phoff + i * phentsize) for i in range(phnum)]
+    offset = next(off for kind, _, off in notes if kind == 4)  # PT_NOTE
+    struct.pack_into("<I", data, offset + 4, 0x7FFFFFF0)  # descsz far beyond the file
+    broken = dataclasses.replace(wheel, members=tuple(dataclasses.replace(m, data=bytes(data))
+                                                      if m is member else m for m in wheel.members))
+    (tmp_path / "no-recipes").mkdir()
+    with pytest.raises(DevendorError, match=rf"{wheel.path}: member '{member.name}': cannot read its "
+                                            r"symbol versions or build identity"):
+        plan_devendor([broken], load_registry(tmp_path / "no-recipes"))

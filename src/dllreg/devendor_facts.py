@@ -129,7 +129,13 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
         b.path in needed and not is_extension_module(b.path, data[b.path]))]
     users: dict[str, list[str]] = {b.path: [] for b in vendored}
     symbols = {b.path: _symbols(data[b.path]) for b in report.binaries}
-    versions = {b.path: _versions(data[b.path], symbols[b.path][0]) for b in report.binaries}
+    versions = {}
+    for b in report.binaries:
+        try:
+            versions[b.path] = _versions(data[b.path], symbols[b.path][0])
+        except ValueError as exc:  # ELFError, PEError: a part inspect does not read is malformed
+            raise DevendorError(f"{wheel.path}: member {b.path!r}: cannot read its symbol versions or "
+                                f"build identity ({exc})") from None
     imported: dict[str, set[str]] = {b.path: set() for b in vendored}
     wanted: dict[str, set[tuple[str, str | None]]] = {b.path: set() for b in vendored}
     nodes: dict[str, set[str]] = {b.path: set() for b in vendored}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages the tests and the demo need: a C compiler, binutils, pkg-config, make, venv,
+# System packages the tests and the demo need: a C compiler, binutils, pkg-config, make, venv, openssl,
 # and for the Windows tests the mingw-w64 cross compiler and a headless Wine.
 # Installs only what is missing (as root with apt-get); prints what it would need otherwise.
 set -euo pipefail
@@ -8,6 +8,7 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 command -v readelf >/dev/null || need+=(binutils)
 command -v pkg-config >/dev/null || need+=(pkgconf)
+command -v openssl >/dev/null || need+=(openssl)  # a CA for the TLS loopback test
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
 command -v wine >/dev/null || need+=(wine wine64)

@@ -131,10 +131,50 @@ if sys.argv[1] == "ssl-first":
 import psycopg2.extensions
 if sys.argv[1] == "pg-first":
     import ssl, hashlib
-import _ssl, _hashlib
+import _ssl, _hashlib, socket, threading
+# certificate verification against our own CA on loopback, with the interpreter's own OpenSSL
+ca, cert, key = sys.argv[2:5]
+server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server.load_cert_chain(cert, key)
+listener = socket.create_server(("127.0.0.1", 0))
+def serve():
+    for _ in range(2):
+        conn, _ = listener.accept()
+        try:
+            with server.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"hello")
+        except (ssl.SSLError, OSError):
+            pass
+threading.Thread(target=serve, daemon=True).start()
+try:  # without our CA the certificate must be refused: verification really runs
+    with ssl.create_default_context().wrap_socket(socket.create_connection(listener.getsockname()),
+                                                  server_hostname="localhost") as tls:
+        tls.recv(5)
+    refused = False
+except ssl.SSLCertVerificationError:
+    refused = True
+client = ssl.create_default_context(cafile=ca)
+with client.wrap_socket(socket.create_connection(listener.getsockname()), server_hostname="localhost") as tls:
+    verified = tls.recv(5).decode() + " " + tls.version() + (" refused-without-ca" if refused else "")
 maps = sorted({l.split()[-1] for l in open("/proc/self/maps") if "libssl" in l or "libcrypto" in l})
-print(json.dumps({"ssl": ssl.OPENSSL_VERSION, "libpq": psycopg2.extensions.libpq_version(), "maps": maps}))
+print(json.dumps({"ssl": ssl.OPENSSL_VERSION, "libpq": psycopg2.extensions.libpq_version(), "maps": maps,
+                  "tls": verified}))
 """
+
+
+def own_ca(d: Path) -> tuple[str, str, str]:
+    """A CA and a localhost certificate it signed (the openssl command line)."""
+    d.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, cert, key, csr = (str(d / n) for n in ("ca.pem", "ca.key", "cert.pem", "key.pem", "r.csr"))
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+         "-keyout", ca_key, "-out", ca])
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key,
+         "-out", csr])
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName=DNS:localhost\n")
+    run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+         "-extfile", str(ext), "-out", cert])
+    return ca, cert, key
 
 
 def stack_wheel(pattern: str, requirement: str, platform: str) -> Path:
@@ -172,9 +212,12 @@ def test_real_psycopg2_openssl_never_meets_cpythons(tmp_path: Path, make_venv: o
                                 ).stdout)
     venv.pip("install", "-q", "--no-index", "--find-links", str(out), "psycopg2-binary")
     (venv.path / "probe.py").write_text(SSL_PROBE)
+    pki = own_ca(tmp_path / "pki")
     for order in ("ssl-first", "pg-first"):
-        got = json.loads(run([venv.python, str(venv.path / "probe.py"), order]).stdout)
+        got = json.loads(run([venv.python, str(venv.path / "probe.py"), order, *pki]).stdout)
         assert got["ssl"] == baseline and got["libpq"] > 0
+        # verified against our CA by CPython's ssl, and refused without it
+        assert got["tls"].startswith("hello TLSv1.") and got["tls"].endswith(" refused-without-ca")
         packaged = [m for m in got["maps"] if "/dllreg.libs/" in m]
         # CPython's files are mapped as before; psycopg2's OpenSSL under its own names beside them
         assert set(got["maps"]) - set(packaged) == set(system)

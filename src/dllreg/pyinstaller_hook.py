@@ -8,7 +8,8 @@ cache folder of this environment. The hook (``hook``, in PyInstaller's own proce
 the copy of each required library the stub would load here, and what those require, into
 ``dllreg.libs/NAME/`` at the top of the app: the frozen stub's own site directory
 (``sys._MEIPASS``, from its ``__file__``). A package's vendored copies are collected in place.
-``plan_collection`` decides over data; the hook functions are the edges. docs/freezing.md is
+``plan_collection`` decides over data (reading only the file lists of Windows Dll-Directory
+folders); the hook functions are the edges. docs/freezing.md is
 the reference.
 """
 

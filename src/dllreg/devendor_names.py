@@ -89,15 +89,23 @@ def upstream_versions(data: bytes, plain: str, nodes: frozenset[str] = frozenset
     bare = stem[3:] if stem.lower().startswith("lib") else stem
     words = {w for w in {bare, bare.rstrip("0123456789_-."), *_ALIASES.get(bare, ())}
              if len(w) >= 2 or w in _ALIASES.get(bare, ())}
+    found: set[Version] = set()
     if words:
-        alt = b"|".join(re.escape(w.encode()) for w in sorted(words, key=len, reverse=True))
-        pattern = (rb"(?i)(?<![A-Za-z0-9])(?:lib)?(?:" + alt
-                   + rb")[ /-]?(?:version |v)?(\d+\.\d+(?:\.\d+)?)(?![\d.])")
-        found = {v for m in re.finditer(pattern, data) if (v := _numbers(m[1].decode())) is not None}
+        # One lowered copy and a literal-first pattern per word: re then skips ahead with a fast
+        # literal search (a case-insensitive alternation scans every byte: 100 s on the stack).
+        low = data.lower()
+        for w in words:
+            pattern = re.escape(w.lower().encode()) + rb"[ /-]?(?:version |v)?(\d+\.\d+(?:\.\d+)?)(?![\d.])"
+            for hit in re.finditer(pattern, low):
+                at = hit.start() - 3 if low[max(hit.start() - 3, 0):hit.start()] == b"lib" else hit.start()
+                if at > 0 and low[at - 1:at].isalnum():
+                    continue  # inside another word
+                if (v := _numbers(hit[1].decode())) is not None:
+                    found.add(v)
     versions = [v for n in nodes if (m := re.search(r"(\d+(?:\.\d+)*)$", n)) and (v := _numbers(m[1]))]
     # A release is never older than its newest version node: a lower string is something else
     # (a compatibility note, a version the library checks for).
-    found = {v for v in found if not versions or v >= max(versions)} if words else set()
+    found = {v for v in found if not versions or v >= max(versions)}
     if found:
         out["string"] = str(max(found))
     if versions:

@@ -202,3 +202,13 @@ def test_verify_compares_the_wheel_files_with_its_record(tmp_path: Path) -> None
     r = _import(site, DLLREG_VERIFY="1")
     assert r.returncode == 1 and f"but {lib} does not match the sha256" in r.stderr
     assert 'pip install "fakeblas>=1.2" --force-reinstall' in r.stderr
+
+
+def test_check_suggests_the_pypi_wheel_for_a_missing_library(tmp_path: Path) -> None:
+    from dllreg.check import find_problems
+    from dllreg.registry import Consumer
+
+    reqs = (NativeRequirement.parse("openblas>=0.3.30"), NativeRequirement.parse("openblas64>=0.3.34.481.3"))
+    (a, b) = find_problems([], [Consumer("pkg", "1.0", reqs, tmp_path)], [])
+    assert a.fix == 'pip install "scipy-openblas32>=0.3.30"'
+    assert b.fix == 'pip install "dllreg-lib-openblas64>=0.3.34.481.3"'  # not said of the wheel's version

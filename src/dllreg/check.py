@@ -13,6 +13,7 @@ from .binary import BinaryInfo
 from .errors import DllregError
 from .names import DEFAULT_PREFERENCE, EXTERNAL_PROVIDERS, PYPI, NativeRequirement
 from .registry import BadRegistration, Consumer, InstalledLibrary
+from .wheelprovider import suggested_requirement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +59,11 @@ def _requirement_problems(subject: str, requires: Sequence[NativeRequirement],
         copies = [lib for lib in libraries if lib.manifest.name == req.name]
         if not copies:
             out.append(Problem(subject, f"requires native library {req}, which is not installed",
-                               f'pip install "{req.dist_requirement}"'))
+                               f'pip install "{suggested_requirement(req)}"'))
         elif not any(req.accepts(lib.manifest.version) for lib in copies):
             found = ", ".join(f"{lib.manifest.version} at {lib.directory}" for lib in copies)
             out.append(Problem(subject, f"requires {req}, but only {req.name} {found} is installed",
-                               f'pip install "{req.dist_requirement}"'))
+                               f'pip install "{suggested_requirement(req)}"'))
     return out
 
 

@@ -257,6 +257,18 @@ def requirement_for(req: NativeRequirement, dist: str, registry: Registry,
     return f"{text}; {req.marker}" if req.marker else text
 
 
+def suggested_requirement(req: NativeRequirement) -> str:
+    """The pip requirement a fix suggests for a missing or too old library: the recipe's PyPI
+    wheel when it has one here (the stub finds either copy), else ``dllreg-lib-NAME``."""
+    from .recipes import load_registry
+
+    registry = load_registry()
+    try:
+        return requirement_for(req, resolve_choices([req], {}, registry)[req.name], registry)
+    except DllregError:  # a specifier the wheel's version cannot say (>=0.3.34.481.3)
+        return req.dist_requirement
+
+
 def consumer_requirements(requires: Sequence[NativeRequirement], choices: Mapping[str, str] | None,
                           registry: Registry | None = None) -> list[str]:
     """The ``Requires-Dist`` (and build requirement) of each library: ``choices`` maps a

@@ -159,3 +159,15 @@ def test_plain_auditwheel_copy_is_refused_and_flagged(tmp_path: Path, wheelhouse
     r = venv.dllreg("check", check=False)
     assert r.returncode == 1 and "private copy of registry library qsum" in r.stdout, r.stdout
     assert "python -m dllreg repair" in r.stdout
+
+
+def test_duplicate_copies_by_name_without_the_hash() -> None:
+    from dllreg.check import duplicate_copies
+
+    names = {"libqsum.so.3": "qsum", "libscipy_openblas.dll": "openblas", "@rpath/libfoo.1.dylib": "foo"}
+    paths = ["q.libs/libqsum-1a2b3c4d.so.3", "q.libs/libscipy_openblas-0123456789abcdef0123456789abcdef.dll",
+             "q/.dylibs/libfoo.1.dylib", "q/dllreg.libs/qsum/lib/libqsum.so.3", "q/libqsum.social.py",
+             "q/_q.cpython-311-x86_64-linux-gnu.so", "q.libs/libother-1a2b3c4d.so.1"]
+    assert duplicate_copies(paths, names) == [("q.libs/libqsum-1a2b3c4d.so.3", "qsum"), (
+        "q.libs/libscipy_openblas-0123456789abcdef0123456789abcdef.dll", "openblas"),
+        ("q/.dylibs/libfoo.1.dylib", "foo")]

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def _stem(name: str) -> str:
     return base.split(".", 1)[0]
 
 
+_LIBRARY_FILE = re.compile(r"\.so(\.\d+)*$|\.(dll|dylib)$", re.IGNORECASE)
+
+
 def duplicate_copies(paths: Iterable[str], runtime_names: Mapping[str, str]) -> list[tuple[str, str]]:
     """(path, library) for each file that is a private copy of a registry library the consumer
     requires: auditwheel's ``<dist>.libs/libqsum-1a2b3c4d.so.3``, delvewheel's mangled DLL or
@@ -90,8 +94,7 @@ def duplicate_copies(paths: Iterable[str], runtime_names: Mapping[str, str]) -> 
     out = []
     for path in paths:
         parts = path.replace("\\", "/").split("/")
-        if "dllreg.libs" in parts or not (".so" in parts[-1] or parts[-1].lower().endswith(
-                (".dll", ".dylib"))):
+        if "dllreg.libs" in parts or not _LIBRARY_FILE.search(parts[-1]):
             continue
         lib = stems.get(_stem(unmangle(parts[-1])))
         if lib is not None:

@@ -171,3 +171,27 @@ def test_duplicate_copies_by_name_without_the_hash() -> None:
     assert duplicate_copies(paths, names) == [("q.libs/libqsum-1a2b3c4d.so.3", "qsum"), (
         "q.libs/libscipy_openblas-0123456789abcdef0123456789abcdef.dll", "openblas"),
         ("q/.dylibs/libfoo.1.dylib", "foo")]
+
+
+def test_inspect_names_a_declared_library_that_is_not_installed(qsum_dir: Path, tmp_path: Path) -> None:
+    """A consumer's need of a library its dllreg.json declares, not installed here: 'registry',
+    with the pip install that brings it, not 'missing'."""
+    from dllreg.inspect import inspect_path
+    from dllreg.inspect_output import render_text
+    from dllreg.wheelfile import WheelWriter
+
+    ext = gcc_shared(tmp_path / "_q.so", "long qsum(long); long f(void){return qsum(3);}", None,
+                     f"-L{qsum_dir / 'lib'}", "-l:libqsum.so.3")
+    wheel = tmp_path / "q-1.0-cp311-cp311-linux_x86_64.whl"
+    members = consumer_members(["qsum>=3"])
+    members["q/_q.so"] = ext.read_bytes()
+    with WheelWriter(wheel, "q-1.0.dist-info") as w:
+        for name, data in members.items():
+            w.add(name, data)
+    report = inspect_path(wheel, {})
+    (need,) = [n for b in report.binaries for n in b.needs if n.name == "libqsum.so.3"]
+    assert (need.category, need.via, need.library) == ("registry", "not-installed", "qsum")
+    text = render_text(report)
+    assert 'registry library qsum (libqsum.so.3) is declared but not installed here: pip install ' \
+           '"dllreg-lib-qsum"' in text and "missing: none" in text, text
+    assert report.exit_code == 0

@@ -417,8 +417,8 @@ def test_a_zip_entry_on_sys_path_is_searched_past(wine: WineBed, installed: Inst
     Lib\\site-packages: the stub walks sys.path from python3X.zip (a file) onwards."""
     py = installed.py
     target = py.home / "consumers"
-    winpython.pip(wine, py, "install", "--no-index", "--no-deps", "--no-compile", "--target",
-                  winpath(target), "--find-links", winpath(installed.house), "cpkg")
+    (wheel,) = installed.house.glob(f"cpkg-1.0-{py.tag}-*.whl")
+    install_wheel(wheel, target)  # the layout is under test here, not pip (the fixture used it)
     original = py.pth.read_text()
     lines = original.splitlines()
     py.pth.unlink()  # the file is hard-linked to the cache: replace it, never write through it

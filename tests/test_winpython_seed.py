@@ -121,14 +121,11 @@ def assert_imports_from(r: dict[str, object], dll: Path | str) -> None:
     assert isinstance(mods, list) and len(mods) == 1 and same_path(mods[0], dll), mods
 
 
-@pytest.mark.parametrize("split", ["both-user", "library-user", "consumer-user"])
+@pytest.mark.parametrize("split", ["library-user", "consumer-user"])
 def test_pip_install_user_then_import(wine: WineBed, seeded: Seeded, split: str) -> None:
+    # (both in the user site: test_control_vendored_...)
     base = seeded.py.site_packages
-    if split == "both-user":
-        out = seeded.pip(wine, "--user", "cpkg")  # pip resolves dllreg-lib-qsum into the user site too
-        assert "Successfully installed cpkg-1.0 dllreg-lib-qsum-1.0" in out, out
-        lib_site, consumer_site = seeded.user_site, seeded.user_site
-    elif split == "library-user":
+    if split == "library-user":
         seeded.pip(wine, "--user", "dllreg-lib-qsum")
         seeded.pip(wine, "--no-deps", "cpkg")
         lib_site, consumer_site = seeded.user_site, base
@@ -154,13 +151,18 @@ def test_pip_install_user_then_import(wine: WineBed, seeded: Seeded, split: str)
 
 def test_control_vendored_the_pre_38_way_fails_with_the_interpreters_error(
         wine: WineBed, seeded: Seeded) -> None:
+    """And the seed itself: library and consumer both ``pip install --user``-ed."""
     vendored = vendored_wheel(seeded.house, seeded.py.tag)
     out = seeded.pip(wine, "--user", str(winpath(vendored)), "cpkg")
-    assert "vpkg-1.0" in out and "cpkg-1.0" in out, out
+    # pip resolves dllreg-lib-qsum into the user site too
+    assert "Successfully installed cpkg-1.0 dllreg-lib-qsum-1.0 vpkg-1.0" in out, out
     r = seeded.probe(wine, pkg="vpkg")
     assert r["total"] is None and r["mods"] == [], r
     assert str(r["err"]).startswith("ImportError: DLL load failed while importing _ext: "), r
     assert (seeded.user_site / "vpkg" / ".libs" / "libqsum.dll").is_file()
     # The dllreg build of the same extension, in the same user site, imports.
     dll = seeded.user_site / "dllreg.libs" / "qsum" / "bin" / "libqsum.dll"
-    assert_imports_from(seeded.probe(wine), c_drive(wine, dll))
+    assert not (seeded.py.site_packages / "dllreg.libs").exists()
+    r = seeded.probe(wine)
+    assert_imports_from(r, c_drive(wine, dll))
+    assert same_path(r["cpkg_file"], c_drive(wine, seeded.user_site / "cpkg" / "__init__.py"))

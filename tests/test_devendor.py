@@ -16,7 +16,7 @@ from dllreg.__main__ import main
 from dllreg.devendor import plan_devendor
 from dllreg.devendor_names import derived_names, no_downgrade, split_abi, unmangle, upstream_versions
 from dllreg.devendor_read import DevendorError, read_input_wheel, read_library_wheel
-from dllreg.devendor_write import build_outputs, set_soname
+from dllreg.devendor_write import build_outputs, set_soname, write_outputs
 from dllreg.libwheel import plan_library, read_source, write_library_wheel
 from dllreg.recipes import Registry, load_registry
 from dllreg.wheelfile import WheelWriter
@@ -256,9 +256,9 @@ def test_two_wheels_vendoring_one_library_make_one_library_wheel(tmp_path: Path,
     assert lib.users == (a.filename, b.filename)
     assert plan.wheels[1].decisions[0].reason.startswith("identical to the copy in pkga-1.0")
     assert [str(r) for r in plan.wheels[0].requires] == [str(r) for r in plan.wheels[1].requires]
-    outputs = build_outputs(plan)
-    (_, lp), = outputs.libraries
-    assert [f.soname for f in lp.manifest.libraries] == ["libfoo.so.1"]
+    written = write_outputs(build_outputs(plan), tmp_path / "out")
+    (wheel,) = written.libraries.values()
+    assert [f.soname for f in read_library_wheel(wheel).manifest.libraries] == ["libfoo.so.1"]
 
 
 @needs_gcc

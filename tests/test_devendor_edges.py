@@ -16,8 +16,8 @@ from dllreg.__main__ import main
 from dllreg.binary.elf import read_elf
 from dllreg.consumer import is_extension_module, stub_packages
 from dllreg.devendor import plan_devendor
-from dllreg.devendor_read import read_input_wheel
-from dllreg.devendor_write import build_outputs
+from dllreg.devendor_read import DevendorError, read_input_wheel, read_library_wheel
+from dllreg.devendor_write import build_outputs, write_outputs
 from dllreg.errors import BuildError, PackageLibError
 from dllreg.libwheel import plan_library, read_source
 from dllreg.platforms import check_tag, normalize_platform, platforms_of
@@ -82,8 +82,8 @@ def test_a_legacy_tagged_wheel_devendors_into_a_library_wheel_of_its_tags(tmp_pa
     legacy = built.with_name(built.name.replace(platform_tag(), tags))
     built.rename(legacy)
     plan = plan_devendor([read_input_wheel(legacy)], registry, [])
-    (lib,) = build_outputs(plan).libraries
-    assert lib[1].manifest.platform == "manylinux2014_x86_64.manylinux_2_17_x86_64"
+    (wheel,) = write_outputs(build_outputs(plan), tmp_path / "out").libraries.values()
+    assert read_library_wheel(wheel).platform == "manylinux2014_x86_64.manylinux_2_17_x86_64"
     # and package-lib takes a compound tag given by hand
     src = tmp_path / "src"
     gcc_shared(src / "lib" / "libq.so.1", "int q(void){return 1;}\n", "libq.so.1")
@@ -207,3 +207,86 @@ def test_an_extension_another_one_links_is_not_a_vendored_library(tmp_path: Path
         f"pkge/{first.name}": first.read_bytes()})
     (wp,) = plan_devendor([read_input_wheel(wheel)], registry, []).wheels
     assert wp.decisions == () and not wp.changed
+
+
+# --- every refusal at once, nothing half-written ------------------------------------------------
+
+
+def _namespace_ext_wheel(tmp: Path) -> Path:
+    """A real extension module in a folder without __init__.py: no stub can run before it."""
+    base = vendored_wheel(tmp, "pkgn")
+    with zipfile.ZipFile(base) as z:
+        members = {n: z.read(n) for n in z.namelist() if ".dist-info/" not in n}
+    members[f"pkgn/sub/_ext{EXT_SUFFIX}"] = members[f"pkgn/_ext{EXT_SUFFIX}"]
+    base.unlink()
+    return write_wheel(base, members)
+
+
+def _bad_record_wheel(tmp: Path) -> Path:
+    good = vendored_wheel(tmp, "pkgr")
+    with zipfile.ZipFile(good) as z:
+        members = [(n, z.read(n) + (b"\0" if n == "pkgr/__init__.py" else b"")) for n in z.namelist()]
+    with zipfile.ZipFile(good, "w") as z:
+        for n, d in members:
+            z.writestr(n, d)
+    return good
+
+
+@needs_gcc
+def test_every_refused_input_is_named_in_one_error(tmp_path: Path, registry: Registry,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    good = vendored_wheel(tmp_path, "pkga")
+    bad_record = _bad_record_wheel(tmp_path)
+    namespace = _namespace_ext_wheel(tmp_path)
+    out = tmp_path / "out"
+    recipes = ["--recipes", str(tmp_path / "recipes")]
+    args = [str(good), str(bad_record), str(namespace), "-o", str(out), *recipes]
+    assert main(["devendor", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 of 3 input wheel(s) refused, nothing was written")
+    assert f"{bad_record}: refused" in err and "'pkgr/__init__.py' does not match its RECORD hash" in err
+    assert namespace.name in err and f"pkgn/sub/_ext{EXT_SUFFIX} is in pkgn/sub/" in err
+    assert good.name not in err
+    assert not out.exists() or list(out.iterdir()) == []  # not even the good wheel, no .part left
+    # without the refused ones the same run writes
+    assert main(["devendor", str(good), "-o", str(out), *recipes]) == 0
+    assert sorted(p.name.split("-")[0] for p in out.iterdir()) == ["dllreg_lib_foo", "pkga"]
+
+
+@needs_gcc
+def test_install_refuses_every_bad_download_at_once(tmp_path: Path, registry: Registry) -> None:
+    from dllreg.install import devendor, write_wheelhouse
+
+    downloads = [vendored_wheel(tmp_path, "pkga"), _bad_record_wheel(tmp_path),
+                 _namespace_ext_wheel(tmp_path)]
+    result = devendor(downloads, registry, [], None, lambda line: None)
+    house = tmp_path / "house"
+    with pytest.raises(DevendorError) as exc:
+        write_wheelhouse(result, house)
+    text = str(exc.value)
+    assert text.startswith("2 of 3 input wheel(s) refused") and "pkgr" in text and "pkgn/sub/" in text
+    assert list(house.iterdir()) == []
+
+
+@needs_gcc
+def test_a_wheel_changed_after_its_check_writes_nothing(tmp_path: Path, registry: Registry) -> None:
+    path = vendored_wheel(tmp_path)
+    wheel = read_input_wheel(path)
+    outputs = build_outputs(plan_devendor([wheel], registry, []))
+    with zipfile.ZipFile(path) as z:
+        members = [(n, z.read(n).replace(b"Test package.", b"Evil package.")) for n in z.namelist()]
+    with zipfile.ZipFile(path, "w") as z:  # the same file, other bytes (RECORD no longer matches)
+        for n, d in members:
+            z.writestr(n, d)
+    out = tmp_path / "out"
+    with pytest.raises(DevendorError, match="the wheel changed since it was checked"):
+        write_outputs(outputs, out)
+    assert list(out.iterdir()) == []
+
+
+@needs_gcc
+def test_members_are_not_held_in_memory(tmp_path: Path) -> None:
+    wheel = read_input_wheel(vendored_wheel(tmp_path))
+    assert all(not any(isinstance(v, bytes) and len(v) > 8 for v in vars(m).values()) for m in wheel.members)
+    init = b'"""Test package."""\nfrom ._ext import call\n'
+    assert wheel.read(["pkga/__init__.py"]) == {"pkga/__init__.py": init}

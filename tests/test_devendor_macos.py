@@ -17,7 +17,7 @@ from dllreg.binary.machopatch import code_signed, set_install_name
 from dllreg.devendor import plan_devendor
 from dllreg.devendor_macos import NO_SUBSTITUTE, content_digest, identity
 from dllreg.devendor_read import read_input_wheel, read_library_wheel
-from dllreg.devendor_write import build_outputs
+from dllreg.devendor_write import build_outputs, write_outputs
 from dllreg.inspect import inspect_path
 from dllreg.libwheel import Source as LibSource
 from dllreg.libwheel import SourceFile, plan_library, write_library_wheel
@@ -227,7 +227,8 @@ def test_two_wheels_share_one_library_wheel_per_build(tmp_path: Path) -> None:
     assert sorted(lib.name.split("-")[0] for lib in plan.libraries) == ["bar", "foo"]
     assert [str(r) for r in plan.wheels[0].requires] == [str(r) for r in plan.wheels[1].requires]
     assert all(lib.users == (a.filename, b.filename) for lib in plan.libraries if lib.name.startswith("foo"))
-    build_outputs(plan)
+    written = write_outputs(build_outputs(plan), tmp_path / "out")
+    assert len(written.libraries) == 2 and len(written.consumers) == 2
 
 
 # --- the real scipy arm64 wheel -----------------------------------------------------------------

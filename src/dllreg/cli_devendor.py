@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -88,31 +89,39 @@ def _fetched(missing: tuple[tuple[str, str], ...], registry: Registry, outdir: P
     return plans
 
 
-def _plan(args: argparse.Namespace, out: TextIO) -> tuple[DevendorPlan, Outputs, list[LibraryPlan]]:
+def _plan(args: argparse.Namespace, out: TextIO
+          ) -> tuple[DevendorPlan, Outputs, list[LibraryPlan], list[str]]:
+    """The plan, the outputs to write, the fetched library wheels they use, and every refusal
+    met so far (each refused wheel is left out, so the others' refusals are found too)."""
     from .devendor import plan_devendor
-    from .devendor_read import read_input_wheel
+    from .devendor_read import read_inputs
     from .devendor_write import build_outputs
     from .recipes import load_registry
 
     registry = load_registry(args.recipes)
-    wheels = [read_input_wheel(p) for p in args.wheels]  # every input is checked first
+    refused: list[str] = []
+    wheels = read_inputs(args.wheels, refused)  # every input is checked first
     available = _discover(args, registry)
-    plan = plan_devendor(wheels, registry, available)
+    planning: list[str] = []
+    plan = plan_devendor(wheels, registry, available, refused=planning)
     fetched = []
     if args.fetch and plan.missing:
         fetched = _fetched(plan.missing, registry, args.output, out, args.json)
         if fetched:
-            plan = plan_devendor(wheels, registry, available + [lw for _, lw in fetched])
+            planning = []
+            plan = plan_devendor(wheels, registry, available + [lw for _, lw in fetched], refused=planning)
+    refused += planning
     used = {s.path for s in plan.substitutes}
     extra = [lp for lp, lw in fetched if lw.path in used]
-    outputs = build_outputs(plan)
+    outputs = build_outputs(plan, refused)
     planned = {lw.path for _, lw in fetched}  # written from their plans, not copied
     outputs = dataclasses.replace(outputs, substitutes=tuple(s for s in outputs.substitutes
                                                              if s.path not in planned))
-    return plan, outputs, extra
+    return plan, outputs, extra, refused
 
 
-def _report(plan: DevendorPlan, written: dict[str, str], notes: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+def _report(plan: DevendorPlan, written: dict[str, str],
+            notes: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
     wheels = []
     for wp in plan.wheels:
         status = ("nothing to do" if not wp.decisions else "devendored" if wp.changed else "unchanged")
@@ -176,20 +185,21 @@ def _text(doc: dict[str, Any]) -> str:
 
 def _devendor(args: argparse.Namespace, out: TextIO) -> int:
     from .devendor_write import write_outputs
-    from .libwheel import write_library_wheel
 
-    plan, outputs, fetched = _plan(args, out)
+    plan, outputs, fetched, refused = _plan(args, out)
     written: dict[str, str] = {}
-    notes = {c.plan.wheel.filename: c.notes for c in outputs.consumers}
-    if outputs.consumers:  # a run that changes no wheel writes nothing
+    notes: Mapping[str, tuple[str, ...]] = {}
+    if outputs.consumers or refused:  # a run that changes no wheel writes nothing
+        # writing finds the last refusals (a binary that cannot be patched); any refusal writes nothing
+        done = write_outputs(outputs, args.output, extra=fetched, refused=refused, inputs=len(args.wheels))
+        notes = done.notes
+        names = {p.name: str(p) for p in done.paths}
         for lp in fetched:
-            written[f"sub:{lp.manifest.name}"] = str(write_library_wheel(lp, args.output))
-        paths = write_outputs(outputs, args.output)
-        names = {Path(p).name: str(p) for p in paths}
+            written[f"sub:{lp.manifest.name}"] = names[lp.wheel_name]
         for c in outputs.consumers:
-            written[c.plan.wheel.filename] = names[c.plan.wheel.filename]
-        for nl, lp in outputs.libraries:
-            written[f"lib:{nl.name}"] = names[lp.wheel_name]
+            written[c.plan.wheel.filename] = str(done.consumers[c.plan.wheel.filename])
+        for nl in outputs.libraries:
+            written[f"lib:{nl.name}"] = str(done.libraries[nl.name])
         for s in outputs.substitutes:
             written[f"sub:{s.name}"] = names.get(Path(s.path).name, s.path)
     doc = _report(plan, written, notes)

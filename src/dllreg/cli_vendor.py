@@ -53,7 +53,7 @@ def _vendor(a: argparse.Namespace, out: TextIO) -> int:
     source = read_input_wheel(a.wheel)
     wheels = [*a.with_lib, *(p for d in a.find_libs for p in sorted(d.glob("dllreg_lib_*.whl")))]
     available = [library_copy(p) for p in wheels] + ([] if a.no_installed else installed_copies())
-    plan = plan_vendor(source.filename, [(m.name, m.data) for m in source.members], available,
+    plan = plan_vendor(source.filename, list(source.data().items()), available,
                        str(a.wheel))
     target = a.output / plan.filename
     if target.resolve() == a.wheel.resolve():

@@ -16,6 +16,7 @@ import re
 import sys
 import sysconfig
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .errors import BuildError, DllregError
 from .names import NativeRequirement
 from .registry import CONSUMER_RECORD
 from .stub import IMPORT_LINE, STUB_FILE, STUB_MODULE, render_stub
-from .wheelfile import WheelWriter, open_wheel, read_member, safe_members
+from .wheelfile import Staging, WheelWriter, open_wheel, read_member, safe_members
 from .wheelprovider import consumer_requirements
 
 _EXT = re.compile(r"\.(so|pyd)$|\.(cpython|abi3|pypy)[^/]*\.so$")
@@ -42,6 +43,11 @@ def _import_path(member: str) -> str | None:
     if first.endswith((".dist-info", ".data")):
         return None
     return member
+
+
+def extension_name(member: str) -> bool:
+    """Whether a member is named like an extension module (``.so``, ``.pyd``, ``.cpython-*.so``)."""
+    return bool(_EXT.search(member))
 
 
 def is_extension_module(name: str, content: bytes) -> bool:
@@ -230,17 +236,21 @@ def _clean_runpaths(wheel: str, members: dict[str, bytes]) -> dict[str, bytes]:
 
 def consumer_changes(wheel: str, data: Mapping[str, bytes], requires: Sequence[NativeRequirement],
                      active: Sequence[NativeRequirement], *, with_stubs: bool = True,
-                     choices: Mapping[str, str] | None = None) -> tuple[str, dict[str, bytes]]:
+                     choices: Mapping[str, str] | None = None,
+                     is_extension: Callable[[str], bool] | None = None) -> tuple[str, dict[str, bytes]]:
     """The dist-info directory and the members to add or replace: stubs, their imports in
     ``__init__.py``, METADATA's ``Requires-Dist`` and the dllreg.json record. Pure: ``data``
-    maps every member name of the wheel ``wheel`` to its bytes, in archive order."""
+    maps every member name of the wheel ``wheel`` to its bytes, in archive order (only the few
+    it changes are read); ``is_extension`` answers is_extension_module for a member, when the
+    caller knows (else the bytes are read)."""
     names = list(data)
     dist_infos = {n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")}
     if len(dist_infos) != 1:
         raise BuildError(f"{wheel}: expected one .dist-info directory, found {sorted(dist_infos)}")
     dist_info = dist_infos.pop()
     try:
-        packages = stub_packages(names, lambda n: is_extension_module(n, data[n])) if with_stubs else []
+        judge = is_extension or (lambda n: is_extension_module(n, data[n]))
+        packages = stub_packages(names, judge) if with_stubs else []
     except DllregError as exc:
         raise BuildError(f"{wheel}: {exc}") from None
     prefix = {(_import_path(n) or ""): n[: len(n) - len(_import_path(n) or "")] for n in names}
@@ -272,10 +282,12 @@ def consumer_changes(wheel: str, data: Mapping[str, bytes], requires: Sequence[N
 OutMember = tuple[str, bytes, bool, "tuple[int, int, int, int, int, int] | None"]
 
 
-def write_members(out: Path, dist_info: str, members: Iterable[OutMember]) -> Path:
-    """Write a wheel atomically; its RECORD is generated from what was written (any old
-    RECORD among ``members`` is skipped)."""
-    with WheelWriter(out, dist_info) as w:
+def write_members(out: Path, dist_info: str, members: Iterable[OutMember], *, stage: Staging | None = None,
+                  compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """Write a wheel atomically (or ``stage`` it); its RECORD is generated from what was written
+    (any old RECORD among ``members`` is skipped). ``members`` may be a generator: each is
+    written as it comes."""
+    with WheelWriter(out, dist_info, stage=stage, compression=compression) as w:
         for name, content, executable, date_time in members:
             if name == f"{dist_info}/RECORD":
                 continue

@@ -394,13 +394,23 @@ def _plan_wheel(wheel: InputWheel, report: Report, libs: Mapping[str, VendoredLi
 
 
 def plan_devendor(wheels: Sequence[InputWheel], registry: Registry,
-                  available: Sequence[LibraryWheel] = ()) -> DevendorPlan:
-    """Decide for every vendored library of every input wheel; identical copies are packaged once."""
+                  available: Sequence[LibraryWheel] = (), *,
+                  refused: list[str] | None = None) -> DevendorPlan:
+    """Decide for every vendored library of every input wheel; identical copies are packaged once.
+    With ``refused``, a wheel that cannot be planned is recorded there and left out of the plan
+    (so one error can name every refused input); without, the first refusal raises."""
     names = [parse_wheel_filename(w.filename)[0] for w in wheels]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise DevendorError(f"two input wheels of {', '.join(sorted(dupes))}: give one wheel per project")
-    analysed = [(w, *analyse(w)) for w in wheels]
+    analysed = []
+    for w in wheels:  # one wheel's bytes at a time; only its facts are kept
+        try:
+            analysed.append((w, *analyse(w)))
+        except DevendorError as exc:
+            if refused is None:
+                raise
+            refused.append(str(exc))
     # members of a cycle move as one group (one library wheel), never one by one
     grouped = [{k for g in cycles(libs, libs) for k in g} for _, _, libs in analysed]
     copies = [Copy(w.filename, lib) for (w, _, libs), skip in zip(analysed, grouped)

@@ -12,9 +12,8 @@ import posixpath
 import re
 from collections.abc import Collection, Mapping
 
-from .consumer import is_extension_module
 from .devendor_names import unmangle, upstream_versions
-from .devendor_read import DevendorError, InputWheel
+from .devendor_read import DevendorError, InputWheel, WheelMember
 from .errors import DllregError
 from .inspect import Member, Report, inspect_binary, inspect_wheel_members
 
@@ -47,19 +46,28 @@ class VendoredLib:
     wanted_nodes: frozenset[str] = frozenset()  # version nodes its users require of it
 
 
-def _members(wheel: InputWheel) -> list[Member]:
+def _is_binary(m: WheelMember) -> bool:
+    return bool(_LIKE_BINARY.search(m.name)) or m.head[:4] == b"\x7fELF" or m.head[:2] == b"MZ"
+
+
+def _read(wheel: InputWheel) -> dict[str, bytes]:
+    """The bytes analyse needs: binaries and ``__init__.py`` files, one wheel at a time."""
+    return wheel.read(m.name for m in wheel.members
+                      if _is_binary(m) or posixpath.basename(m.name) == "__init__.py")
+
+
+def _members(wheel: InputWheel, data: Mapping[str, bytes]) -> list[Member]:
     out = []
     for m in wheel.members:
-        head = m.data[:4]
-        if _LIKE_BINARY.search(m.name) or head == b"\x7fELF" or head[:2] == b"MZ":
+        if _is_binary(m):
             try:
-                out.append(Member(m.name, len(m.data), binary=inspect_binary(m.data, m.name)))
+                out.append(Member(m.name, m.size, binary=inspect_binary(data[m.name], m.name)))
             except DllregError as exc:
-                out.append(Member(m.name, len(m.data), error=str(exc)))
+                out.append(Member(m.name, m.size, error=str(exc)))
         elif posixpath.basename(m.name) == "__init__.py":
-            out.append(Member(m.name, len(m.data), text=m.data.decode("utf-8", "replace")))
+            out.append(Member(m.name, m.size, text=data[m.name].decode("utf-8", "replace")))
         else:
-            out.append(Member(m.name, len(m.data)))
+            out.append(Member(m.name, m.size))
     return out
 
 
@@ -109,13 +117,13 @@ def _symbols(data: bytes) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
 def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
     """inspect's report of the wheel and its vendored libraries (in ``<x>.libs``/``.dylibs``, or
     loose beside the package)."""
-    report = inspect_wheel_members(wheel.filename, _members(wheel), {})
+    data = _read(wheel)  # let go when analyse returns: one wheel's binaries in memory at a time
+    report = inspect_wheel_members(wheel.filename, _members(wheel, data), {})
     if report.errors:
         raise DevendorError(f"{wheel.path}: cannot devendor a wheel with unreadable or mismatched "
                             "binaries:\n  " + "\n  ".join(report.errors))
     facts = report.wheel
     assert facts is not None
-    data = wheel.data()
 
     def in_libs(b_path: str) -> bool:
         installed = b_path.split("/", 2)[2] if b_path.split("/")[0].endswith(".data") else b_path
@@ -125,8 +133,9 @@ def analyse(wheel: InputWheel) -> tuple[Report, dict[str, VendoredLib]]:
     # loads through an rpath or its own directory (pymupdf's libmupdf beside pymupdf/), unless
     # they are extension modules themselves.
     needed = {n.member for b in report.binaries for n in b.needs if n.category == "vendored"}
-    vendored = [b for b in report.binaries if in_libs(b.path) or (
-        b.path in needed and not is_extension_module(b.path, data[b.path]))]
+    extension = {m.name for m in wheel.members if m.extension}
+    vendored = [b for b in report.binaries
+                if in_libs(b.path) or (b.path in needed and b.path not in extension)]
     users: dict[str, list[str]] = {b.path: [] for b in vendored}
     symbols = {b.path: _symbols(data[b.path]) for b in report.binaries}
     versions = {}

@@ -1,4 +1,4 @@
-"""The read edge of ``devendor``: input wheels read whole and checked before anything is decided.
+"""The read edge of ``devendor``: input wheels checked member by member before anything is decided.
 
 On top of ``wheelfile.safe_members`` (traversal, absolute names, symlinks, duplicates and
 case-insensitive collisions, oversized members) this refuses zip bombs (declared sizes over a
@@ -10,17 +10,20 @@ collected and raised once, naming the wheel and each member (docs/devendor.md).
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
+import os
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from .consumer import extension_name, is_extension_module
 from .errors import DllregError
 from .libwheel import LibraryPlan
 from .manifest import MANIFEST_NAME, Manifest
@@ -43,20 +46,72 @@ class DevendorError(DllregError):
 
 @dataclasses.dataclass(frozen=True)
 class WheelMember:
+    """A checked member of an input wheel; its bytes stay in the archive (``InputWheel.read``)."""
+
     name: str
-    data: bytes = dataclasses.field(repr=False)
+    size: int = 0
     executable: bool = False
     date_time: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
+    head: bytes = b""  # its first bytes: what kind of file it is, without reading it again
+    crc: int = 0  # CRC-32 of the checked bytes
+    extension: bool = False  # named like an extension module, and one (consumer.is_extension_module)
 
 
 @dataclasses.dataclass(frozen=True)
 class InputWheel:
+    """An input wheel after every check. Only the member list is held: the bytes are read again,
+    a few members at a time, when they are needed, from a file that must not have changed."""
+
     path: str  # as the user gave it, for messages
     filename: str
     members: tuple[WheelMember, ...]
+    stamp: tuple[int, int, int] = (0, 0, 0)  # (inode, size, mtime_ns) of the checked file
+
+    def read(self, names: Iterable[str] | None = None) -> dict[str, bytes]:
+        """The bytes of the named members (every member without ``names``), in archive order."""
+        wanted = None if names is None else set(names)
+        out: dict[str, bytes] = {}
+        with self.reader() as read:
+            for m in self.members:
+                if wanted is None or m.name in wanted:
+                    out[m.name] = read(m)
+        return out
 
     def data(self) -> dict[str, bytes]:
-        return {m.name: m.data for m in self.members}
+        return self.read()
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Callable[[WheelMember], bytes]]:
+        """A function reading one member's bytes from the archive opened once."""
+        changed = f"{self.path}: the wheel changed since it was checked; nothing was written, run again"
+        try:
+            if _stamp(os.stat(self.path)) != self.stamp:
+                raise DevendorError(changed)
+            with zipfile.ZipFile(self.path) as zf:
+                def read(m: WheelMember) -> bytes:
+                    info = zf.getinfo(m.name)
+                    if (info.CRC, info.file_size) != (m.crc, m.size):
+                        raise DevendorError(changed)
+                    return _member_bytes(zf, info, self.path)
+
+                yield read
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise DevendorError(f"{changed} ({exc})") from None
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _member_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> bytes:
+    try:
+        with zf.open(info) as f:
+            data = f.read(info.file_size + 1)  # a lying header cannot make us read more
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise DevendorError(f"{origin}: member {info.filename!r} is corrupt ({exc})") from None
+    if len(data) != info.file_size:
+        raise DevendorError(f"{origin}: member {info.filename!r} does not match its declared size")
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,15 +157,12 @@ def archive_problems(infos: Sequence[zipfile.ZipInfo], max_bytes: int = MAX_WHEE
     return problems
 
 
-def record_problems(members: dict[str, bytes], dist_info: str) -> list[str]:
-    """Members whose sha256/size disagree with RECORD, or that RECORD omits or invents."""
-    record = f"{dist_info}/RECORD"
-    if record not in members:
-        return [f"{record} is missing"]
+def record_rows(text: bytes, record: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """RECORD's rows (path -> (hash, size)) and the problems of its own syntax."""
     try:
-        rows = list(csv.reader(io.StringIO(members[record].decode("utf-8"))))
+        rows = list(csv.reader(io.StringIO(text.decode("utf-8"))))
     except (UnicodeDecodeError, csv.Error) as exc:
-        return [f"{record} is unreadable ({exc})"]
+        return {}, [f"{record} is unreadable ({exc})"]
     problems, listed = [], {}
     for row in rows:
         if not row:
@@ -119,26 +171,28 @@ def record_problems(members: dict[str, bytes], dist_info: str) -> list[str]:
             problems.append(f"{record}: row {row!r} does not have 3 fields")
             continue
         listed[row[0]] = (row[1], row[2])
-    skip = {record, *(f"{dist_info}/{s}" for s in _SIGNATURES)}
-    for name, data in members.items():
-        if name in skip:
-            continue
-        if name not in listed:
-            problems.append(f"member {name!r} is not listed in RECORD")
-            continue
-        digest, size = listed[name]
-        algo, _, value = digest.partition("=")
-        if algo not in _HASHES:
-            problems.append(f"member {name!r}: RECORD hash {digest!r} is not sha256/384/512")
-            continue
-        want = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
-        if value != want:
-            problems.append(f"member {name!r} does not match its RECORD hash (altered after signing?)")
-        elif size and size != str(len(data)):
-            problems.append(f"member {name!r} is {len(data)} bytes, RECORD says {size}")
-    problems += [f"RECORD lists {name!r}, which is not in the wheel" for name in listed
-                 if name not in members and name not in skip and not name.endswith("/")]
-    return problems
+    return listed, problems
+
+
+def member_problem(name: str, data: bytes, listed: dict[str, tuple[str, str]]) -> str | None:
+    """Why one member's bytes disagree with its RECORD row, if they do."""
+    if name not in listed:
+        return f"member {name!r} is not listed in RECORD"
+    digest, size = listed[name]
+    algo, _, value = digest.partition("=")
+    if algo not in _HASHES:
+        return f"member {name!r}: RECORD hash {digest!r} is not sha256/384/512"
+    want = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
+    if value != want:
+        return f"member {name!r} does not match its RECORD hash (altered after signing?)"
+    if size and size != str(len(data)):
+        return f"member {name!r} is {len(data)} bytes, RECORD says {size}"
+    return None
+
+
+def _invented(listed: dict[str, tuple[str, str]], names: set[str], skip: set[str]) -> list[str]:
+    return [f"RECORD lists {name!r}, which is not in the wheel" for name in listed
+            if name not in names and name not in skip and not name.endswith("/")]
 
 
 def dist_info_of(filename: str, names: Sequence[str]) -> str:
@@ -149,7 +203,9 @@ def dist_info_of(filename: str, names: Sequence[str]) -> str:
 
 
 def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel:
-    """Every file member of a wheel, after the archive, name and RECORD checks."""
+    """Every file member of a wheel, after the archive, name and RECORD checks. The members are
+    read one at a time (each checked against RECORD, then let go): memory holds one member,
+    whatever the wheel's size."""
     origin = str(path)
     if not path.is_file():
         raise DevendorError(f"{origin}: no such wheel")
@@ -159,27 +215,52 @@ def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel
         raise DevendorError(f"{origin}: {exc}") from None
     try:
         with open_wheel(path) as zf:
+            stamp = _stamp(os.fstat(zf.fp.fileno())) if zf.fp is not None else (0, 0, 0)
             infos = [i for i in safe_members(zf, origin) if not i.is_dir()]
             _raise(origin, archive_problems(infos, max_bytes))
+            dist_info = dist_info_of(origin, [i.filename for i in infos])
+            record = f"{dist_info}/RECORD"
+            by_name = {i.filename: i for i in infos}
+            if record not in by_name:
+                _raise(origin, [f"{record} is missing"])
+            listed, problems = record_rows(_member_bytes(zf, by_name[record], origin), record)
+            skip = {record, *(f"{dist_info}/{s}" for s in _SIGNATURES)}
             members = []
             for i in infos:
-                try:
-                    with zf.open(i) as f:
-                        data = f.read(i.file_size + 1)  # a lying header cannot make us read more
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                    raise DevendorError(f"{origin}: member {i.filename!r} is corrupt ({exc})") from None
-                if len(data) != i.file_size:
-                    raise DevendorError(f"{origin}: member {i.filename!r} does not match its "
-                                        "declared size")
-                members.append(WheelMember(i.filename, data, bool((i.external_attr >> 16) & 0o111),
-                                           i.date_time))
+                data = _member_bytes(zf, i, origin)
+                problem = None if i.filename in skip else member_problem(i.filename, data, listed)
+                problems += [problem] if problem else []
+                ext = bool(extension_name(i.filename)) and is_extension_module(i.filename, data)
+                members.append(WheelMember(i.filename, i.file_size, bool((i.external_attr >> 16) & 0o111),
+                                           i.date_time, data[:8], i.CRC, ext))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
         raise DevendorError(f"{origin}: corrupt wheel ({exc})") from None
+    except DevendorError:
+        raise
     except DllregError as exc:
         raise DevendorError(str(exc)) from None
-    by_name = {m.name: m.data for m in members}
-    _raise(origin, record_problems(by_name, dist_info_of(origin, list(by_name))))
-    return InputWheel(origin, path.name, tuple(members))
+    _raise(origin, problems + _invented(listed, set(by_name), skip))
+    return InputWheel(origin, path.name, tuple(members), stamp)
+
+
+def read_inputs(paths: Sequence[Path], refused: list[str]) -> list[InputWheel]:
+    """The wheels that pass read_input_wheel's checks; the others' errors go to ``refused``, so
+    that one error can name every refused input (``refusal``)."""
+    out = []
+    for p in paths:
+        try:
+            out.append(read_input_wheel(p))
+        except DevendorError as exc:
+            refused.append(str(exc))
+    return out
+
+
+def refusal(refused: Sequence[str], total: int) -> DevendorError:
+    """One error naming every refused input wheel and each of its problems."""
+    if len(refused) == 1:
+        return DevendorError(refused[0])
+    return DevendorError(f"{len(refused)} of {total} input wheel(s) refused, nothing was written:\n"
+                         + "\n".join(refused))
 
 
 def _library_wheel(path: str, manifest: Manifest, files: dict[str, bytes]) -> LibraryWheel:

@@ -1,9 +1,10 @@
 """``devendor``'s outputs: the plan (devendor.py) turned into wheel contents, then written.
 
-``build_outputs`` is pure: it patches binaries in memory (elfpatch/pepatch, ``set_soname``),
-removes the ``.libs`` directory and delvewheel's patch, adds the stubs through consumer.py and
-plans the library wheels with libwheel.py. ``write_outputs`` is the only function that touches
-the output directory, and it runs only once every output exists in memory.
+``build_outputs`` decides the new members (the stubs through consumer.py, delvewheel's patch
+removed). ``write_outputs`` streams: each member is read again from its input wheel, patched
+(elfpatch/pepatch, ``set_soname``) and written, one at a time, so memory holds a member and not
+a stack of wheels; every wheel goes to a temporary file, and all are renamed into place only
+when every one was written (any refusal removes them all).
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .binary.elf import ELFError
 from .binary.macho import is_macho
 from .consumer import OutMember, consumer_changes, write_members
 from .devendor import DevendorPlan, NewLibrary, WheelPlan
-from .devendor_read import DevendorError, LibraryWheel
+from .devendor_read import DevendorError, InputWheel, LibraryWheel, refusal
 from .errors import DllregError
 from .libwheel import LibraryPlan, Source, SourceFile, plan_library, write_library_wheel
-from .wheelfile import publish
+from .wheelfile import Staging
 
 _PATCH = re.compile(r"[ \t]*# start delvewheel patch.*?# end delvewheel patch[^\n]*\n?", re.S)
 _SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # they sign the old RECORD
@@ -31,17 +31,30 @@ _SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # they sign the old RECORD
 
 @dataclasses.dataclass(frozen=True)
 class ConsumerOutput:
+    """A thin wheel to write: its input's members minus the removed ones, the binaries patched
+    as they are written, and ``changes`` (stubs, ``__init__.py``, METADATA, dllreg.json)."""
+
     plan: WheelPlan
     dist_info: str
-    members: tuple[OutMember, ...]
-    notes: tuple[str, ...] = ()  # e.g. "signature removed from X"
+    changes: tuple[tuple[str, bytes], ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Outputs:
     consumers: tuple[ConsumerOutput, ...]
-    libraries: tuple[tuple[NewLibrary, LibraryPlan], ...]
+    libraries: tuple[NewLibrary, ...]
     substitutes: tuple[LibraryWheel, ...]
+    wheels: tuple[InputWheel, ...] = ()  # every input, to read members from
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What write_outputs wrote: every path, and by whom."""
+
+    paths: tuple[Path, ...]
+    consumers: Mapping[str, Path]  # input wheel file name -> its thin wheel
+    libraries: Mapping[str, Path]  # library name -> its wheel
+    notes: Mapping[str, tuple[str, ...]]  # input wheel file name -> e.g. "signature removed from X"
 
 
 def set_soname(data: bytes, soname: str) -> bytes:
@@ -120,40 +133,88 @@ def _patch_binary(name: str, data: bytes, renames: dict[str, str],
     raise DevendorError(f"{name}: only ELF, PE and Mach-O binaries can be rewritten")
 
 
-def _consumer(wp: WheelPlan, choices: dict[str, str]) -> ConsumerOutput:
-    origin = wp.wheel.filename
-    data = {m.name: m.data for m in wp.wheel.members if m.name not in wp.removed}
-    renames = dict(wp.renames)
-    notes = []
-    try:
-        for name in wp.binaries:
-            data[name], note = _patch_binary(name, data[name], renames, _drop_into(name, wp.emptied))
-            notes += [note] if note else []
-    except (ELFError, ValueError) as exc:  # the patchers' errors are ValueError subclasses
-        raise DevendorError(f"{origin}: {name}: cannot rewrite it: {exc}") from None
-    from .devendor_macos import resign_note, signature_broken
+class _Members(Mapping[str, bytes]):
+    """An input wheel's members by name, each read when asked for (consumer_changes reads a few
+    small ones: ``__init__.py``, METADATA), with ``overlay`` taking precedence."""
 
-    before = {m.name: m.data for m in wp.wheel.members}
-    resign = resign_note([n for n in wp.binaries if signature_broken(before[n], data[n])])
-    notes += [resign] if resign else []
+    def __init__(self, wheel: InputWheel, names: Sequence[str], overlay: Mapping[str, bytes]) -> None:
+        self._wheel, self._names, self._overlay = wheel, list(names), overlay
+        self._known = set(self._names)
+
+    def __getitem__(self, name: str) -> bytes:
+        if name in self._overlay:
+            return self._overlay[name]
+        if name not in self._known:
+            raise KeyError(name)
+        return self._wheel.read([name])[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._overlay or name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _consumer(wp: WheelPlan, choices: Mapping[str, str]) -> ConsumerOutput:
+    """The thin wheel's new and replaced members; the binaries are patched when written."""
+    origin = wp.wheel.filename
+    overlay: dict[str, bytes] = {}
     if wp.patch_file:  # delvewheel's add_dll_directory points at the removed .libs directory
-        text = data[wp.patch_file].decode("utf-8")
-        data[wp.patch_file] = _PATCH.sub("", text, count=1).encode("utf-8")
+        text = wp.wheel.read([wp.patch_file])[wp.patch_file].decode("utf-8")
+        overlay[wp.patch_file] = _PATCH.sub("", text, count=1).encode("utf-8")
     # What stays in a libs dir is a vendored library, not an extension module needing a stub.
-    visible = {n: d for n, d in data.items()
-               if not any(_installed(n).startswith(x + "/") for x in wp.libs_dirs)}
+    removed = set(wp.removed)
+    visible = [m.name for m in wp.wheel.members if m.name not in removed
+               and not any(_installed(m.name).startswith(x + "/") for x in wp.libs_dirs)]
+    extension = {m.name: m.extension for m in wp.wheel.members}
     try:
-        dist_info, changes = consumer_changes(origin, visible, wp.requires, wp.requires,
-                                              choices=choices)
+        dist_info, changes = consumer_changes(origin, _Members(wp.wheel, visible, overlay), wp.requires,
+                                              wp.requires, choices=choices,
+                                              is_extension=extension.__getitem__)
     except DllregError as exc:
         raise DevendorError(str(exc)) from None
-    for sig in _SIGNATURES:
-        data.pop(f"{dist_info}/{sig}", None)
-    by_name = {m.name: m for m in wp.wheel.members}
-    members: list[OutMember] = [(n, changes.pop(n, d), by_name[n].executable, by_name[n].date_time)
-                                for n, d in data.items()]
-    members += [(n, d, False, None) for n, d in changes.items()]
-    return ConsumerOutput(wp, dist_info, tuple(members), tuple(notes))
+    return ConsumerOutput(wp, dist_info, tuple({**overlay, **changes}.items()))
+
+
+def _write_consumer(out: ConsumerOutput, outdir: Path, stage: Staging, compression: int
+                    ) -> tuple[Path, list[str]]:
+    """Write one thin wheel (staged), reading and patching one member at a time; its notes."""
+    wp = out.plan
+    origin = wp.wheel.filename
+    renames = dict(wp.renames)
+    changes = dict(out.changes)
+    skip = set(wp.removed) | {f"{out.dist_info}/{s}" for s in _SIGNATURES}
+    patch = set(wp.binaries)
+    notes: list[str] = []
+    broken = []
+    from .devendor_macos import resign_note, signature_broken
+
+    def stream() -> Iterator[OutMember]:
+        with wp.wheel.reader() as read:
+            for m in wp.wheel.members:
+                if m.name in skip:
+                    continue
+                if m.name in changes:
+                    yield m.name, changes.pop(m.name), m.executable, m.date_time
+                    continue
+                data = read(m)
+                if m.name in patch:
+                    try:
+                        new, note = _patch_binary(m.name, data, renames, _drop_into(m.name, wp.emptied))
+                    except (ELFError, ValueError) as exc:  # the patchers' errors are ValueError subclasses
+                        raise DevendorError(f"{origin}: {m.name}: cannot rewrite it: {exc}") from None
+                    notes.extend([note] if note else [])
+                    broken.extend([m.name] if signature_broken(data, new) else [])
+                    data = new
+                yield m.name, data, m.executable, m.date_time
+        yield from ((n, d, False, None) for n, d in changes.items())
+
+    path = write_members(outdir / origin, out.dist_info, stream(), stage=stage, compression=compression)
+    resign = resign_note(broken)
+    return path, notes + ([resign] if resign else [])
 
 
 def _library(nl: NewLibrary, data: Mapping[str, bytes]) -> tuple[LibraryPlan, str | None]:
@@ -189,48 +250,77 @@ def _patched_library(nl: NewLibrary, member: str, runtime: str, source: bytes) -
     return _patch_binary(member, source, dict(nl.renames), None)
 
 
-def build_outputs(plan: DevendorPlan) -> Outputs:
-    """Every output wheel's contents, in memory."""
-    wheels = {wp.wheel.filename: wp.wheel for wp in plan.wheels}
+def build_outputs(plan: DevendorPlan, refused: list[str] | None = None) -> Outputs:
+    """What to write: the thin wheels' new members (stubs, metadata) and the library wheels to
+    package. The bytes are read, patched and written by write_outputs, one member at a time.
+    With ``refused``, a wheel that cannot be converted is recorded there and left out."""
     # A substitute that is a PyPI wheel as published (scipy-openblas64) is required by its name.
     choices = {s.name: s.dist for s in plan.substitutes if s.dist}
-    consumers = tuple(_consumer(wp, choices) for wp in plan.wheels if wp.changed)
-    libraries: list[tuple[NewLibrary, LibraryPlan]] = []
-    notes: dict[str, tuple[str, ...]] = {}
-    for nl in plan.libraries:
-        lp, note = _library(nl, wheels[nl.wheel].data())
-        libraries.append((nl, lp))
-        if note:  # reported with the wheel the library came from
-            notes[nl.wheel] = (*notes.get(nl.wheel, ()), note)
-    consumers = tuple(dataclasses.replace(c, notes=c.notes + notes.get(c.plan.wheel.filename, ()))
-                      for c in consumers)
-    return Outputs(consumers, tuple(libraries), plan.substitutes)
+    consumers = []
+    for wp in plan.wheels:
+        if not wp.changed:
+            continue
+        try:
+            consumers.append(_consumer(wp, choices))
+        except DevendorError as exc:
+            if refused is None:
+                raise
+            refused.append(str(exc))
+    return Outputs(tuple(consumers), plan.libraries, plan.substitutes, tuple(wp.wheel for wp in plan.wheels))
 
 
-def write_outputs(outputs: Outputs, outdir: Path) -> list[Path]:
-    """Write (atomically, file by file) the library wheels, the substitutes' copies, then the
-    consumer wheels; return the paths written."""
-    written = []
+def write_outputs(outputs: Outputs, outdir: Path, *, extra: Sequence[LibraryPlan] = (),
+                  refused: Sequence[str] = (), inputs: int = 0,
+                  compression: int = zipfile.ZIP_DEFLATED) -> Written:
+    """Write the library wheels (``extra`` ones first: fetched from recipes), the substitutes'
+    copies, then the consumer wheels, each to a temporary file in ``outdir``; only when every
+    one is written are they renamed into place. Any refusal on the way (those in ``refused``,
+    from earlier steps, and this step's own) removes them all and raises one error naming every
+    refused wheel of the ``inputs``."""
     outdir.mkdir(parents=True, exist_ok=True)
     for out in outputs.consumers:
         target = (outdir / out.plan.wheel.filename).resolve()
         if target == Path(out.plan.wheel.path).resolve():
             raise DevendorError(f"{out.plan.wheel.path}: -o would overwrite the input; choose another "
                                 "directory")
-    for _, lp in outputs.libraries:
-        written.append(write_library_wheel(lp, outdir))
-    for sub in outputs.substitutes:
-        src, dst = Path(sub.path), outdir / Path(sub.path).name
-        if dst.exists() and dst.resolve() == src.resolve():
-            continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=outdir)
-        try:
-            with open(fd, "wb") as f, open(src, "rb") as g:
-                shutil.copyfileobj(g, f)
-            publish(Path(tmp), dst)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        written.append(dst)
-    for out in outputs.consumers:
-        written.append(write_members(outdir / out.plan.wheel.filename, out.dist_info, out.members))
-    return written
+    wheels = {w.filename: w for w in outputs.wheels}
+    errors = list(refused)
+    paths: list[Path] = []
+    libraries: dict[str, Path] = {}
+    notes: dict[str, list[str]] = {}
+    stage = Staging()
+    try:
+        for lp in extra:
+            paths.append(write_library_wheel(lp, outdir, stage=stage, compression=compression))
+        for nl in outputs.libraries:
+            try:
+                wheel = wheels[nl.wheel]
+                lp, note = _library(nl, wheel.read([nl.member, *(m for m, _, _ in nl.group)]))
+                libraries[nl.name] = write_library_wheel(lp, outdir, stage=stage, compression=compression)
+            except DevendorError as exc:
+                errors.append(str(exc))
+                continue
+            paths.append(libraries[nl.name])
+            notes.setdefault(nl.wheel, []).extend([note] if note else [])  # with the wheel it came from
+        for sub in outputs.substitutes:
+            src, dst = Path(sub.path), outdir / Path(sub.path).name
+            if not (dst.exists() and dst.resolve() == src.resolve()):
+                stage.copy(src, dst)
+                paths.append(dst)
+        consumers = {}
+        for out in outputs.consumers:
+            try:
+                path, mine = _write_consumer(out, outdir, stage, compression)
+            except DevendorError as exc:
+                errors.append(str(exc))
+                continue
+            consumers[out.plan.wheel.filename] = path
+            notes[out.plan.wheel.filename] = mine + notes.get(out.plan.wheel.filename, [])
+            paths.append(path)
+        if errors:
+            raise refusal(errors, inputs or len(outputs.wheels))
+        stage.commit()
+    finally:
+        stage.discard()
+    return Written(tuple(dict.fromkeys(paths)), consumers, libraries,
+                   {k: tuple(v) for k, v in notes.items()})

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,10 +22,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from .devendor import DevendorPlan, WheelPlan, plan_devendor
-from .devendor_read import LibraryWheel, read_input_wheel, read_library_wheel
+from .devendor_read import LibraryWheel, read_inputs, read_library_wheel
 from .devendor_write import Outputs, build_outputs, write_outputs
 from .errors import DllregError
-from .libwheel import LibraryPlan, write_library_wheel
+from .libwheel import LibraryPlan
 from .names import library_of_dist
 from .recipe_build import has_source, planned_library, platform_family
 from .recipes import Registry
@@ -164,6 +165,8 @@ class Devendored:
     outputs: Outputs
     fetched: tuple[LibraryPlan, ...]  # library wheels built from recipe sources, used by the plan
     as_is: tuple[Path, ...]  # downloaded wheels installed unchanged
+    refused: tuple[str, ...] = ()  # every input refused so far (write_wheelhouse raises for them)
+    inputs: int = 0  # platform wheels read
 
 
 def library_wheels(dirs: Sequence[Path], registry: Registry) -> list[Path]:
@@ -208,22 +211,26 @@ def devendor(downloads: Sequence[Path], registry: Registry, library_dirs: Sequen
     """Read and plan every downloaded platform wheel; build the outputs in memory."""
     inputs = [w for w in downloads if is_platform_wheel(w.name) and not is_library_wheel(w.name)]
     progress(f"devendoring {len(inputs)} platform wheel(s) of {len(downloads)} downloaded")
-    wheels = [read_input_wheel(p) for p in inputs]  # every input is checked before any decision
+    refused: list[str] = []
+    wheels = read_inputs(inputs, refused)  # every input is checked before any decision
     available = [read_library_wheel(p) for p in library_wheels(library_dirs, registry)]
-    plan = plan_devendor(wheels, registry, available)
+    planning: list[str] = []
+    plan = plan_devendor(wheels, registry, available, refused=planning)
     fetched: list[tuple[LibraryPlan, LibraryWheel]] = []
     if fetch is not None and plan.missing:
         fetched = [f for name, platform in plan.missing if (f := fetch(name, platform)) is not None]
         if fetched:
-            plan = plan_devendor(wheels, registry, available + [lw for _, lw in fetched])
+            planning = []
+            plan = plan_devendor(wheels, registry, available + [lw for _, lw in fetched], refused=planning)
     used = {s.path for s in plan.substitutes}
-    outputs = build_outputs(plan)
+    refused += planning
+    outputs = build_outputs(plan, refused)
     planned = {lw.path for _, lw in fetched}  # written from their plans, not copied
     outputs = dataclasses.replace(outputs, substitutes=tuple(s for s in outputs.substitutes
                                                              if s.path not in planned))
     changed = {wp.wheel.filename for wp in plan.wheels if wp.changed}
     return Devendored(plan, outputs, tuple(lp for lp, lw in fetched if lw.path in used),
-                      tuple(w for w in downloads if w.name not in changed))
+                      tuple(w for w in downloads if w.name not in changed), tuple(refused), len(inputs))
 
 
 def wheel_lines(wp: WheelPlan) -> list[str]:
@@ -254,11 +261,15 @@ def human_size(n: int) -> str:
 
 
 def write_wheelhouse(result: Devendored, wheelhouse: Path) -> list[Path]:
-    """Write the thin wheels, library wheels and unchanged downloads; return every wheel to install."""
+    """Write the thin wheels, library wheels and unchanged downloads; return every wheel to install.
+    Any refused input (found before, or now, patching) writes nothing and names them all. The
+    new wheels are stored, not deflated: pip reads them once, and deflating a stack's hundreds
+    of megabytes of libraries costs more than the rest of the install."""
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    written = [write_library_wheel(lp, wheelhouse) for lp in result.fetched]
-    if result.outputs.consumers:
-        written += write_outputs(result.outputs, wheelhouse)
+    written: list[Path] = []
+    if result.outputs.consumers or result.fetched or result.refused:
+        written += write_outputs(result.outputs, wheelhouse, extra=result.fetched, refused=result.refused,
+                                 inputs=result.inputs, compression=zipfile.ZIP_STORED).paths
     for w in result.as_is:
         dst = wheelhouse / w.name
         if dst.resolve() != w.resolve():

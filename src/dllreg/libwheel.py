@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import re
 import shlex
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -24,7 +25,7 @@ from .names import REGISTRY_DIR, NativeRequirement, dist_name, library_name, par
 from .pkgconfig import relocate_pc, render_pc
 from .platforms import check_tag, default_tag
 from .syslibs import is_system
-from .wheelfile import WheelWriter, iter_files, open_wheel, read_member, safe_members
+from .wheelfile import Staging, WheelWriter, iter_files, open_wheel, read_member, safe_members
 
 _SHARED = re.compile(r"(\.so(\.[0-9]+)*|\.dylib|\.dll)$", re.IGNORECASE)
 
@@ -316,8 +317,9 @@ def _metadata(plan: LibraryPlan) -> str:
     return "\n".join(lines) + "\n\n" + body
 
 
-def write_library_wheel(plan: LibraryPlan, outdir: Path) -> Path:
-    """Write the wheel into ``outdir`` atomically and return its path."""
+def write_library_wheel(plan: LibraryPlan, outdir: Path, *, stage: Staging | None = None,
+                        compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """Write the wheel into ``outdir`` atomically (or ``stage`` it) and return its path."""
     out = outdir / plan.wheel_name
     dist_info = f"{plan.dist.replace('-', '_')}-{plan.manifest.version}.dist-info"
     root = f"{REGISTRY_DIR}/{plan.manifest.name}"
@@ -326,7 +328,7 @@ def write_library_wheel(plan: LibraryPlan, outdir: Path) -> Path:
         + "".join(f"Tag: py3-none-{p}\n" for p in plan.manifest.platform.split("."))
     )
     shared = {lib.path for lib in plan.manifest.libraries}
-    with WheelWriter(out, dist_info) as w:
+    with WheelWriter(out, dist_info, stage=stage, compression=compression) as w:
         for rel, data in plan.files:
             w.add(f"{root}/{rel}", data, executable=rel in shared)
         for name, data in plan.licenses:

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -99,9 +100,12 @@ class WheelWriter:
     visible. RECORD is generated from what was written.
     """
 
-    def __init__(self, path: Path, dist_info: str) -> None:
+    def __init__(self, path: Path, dist_info: str, *, stage: Staging | None = None,
+                 compression: int = zipfile.ZIP_DEFLATED) -> None:
         self.path = path
         self.dist_info = dist_info
+        self._stage = stage
+        self._compression = compression
         self._records: list[tuple[str, str, str]] = []
         self._names: set[str] = set()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +114,7 @@ class WheelWriter:
                                    dir=path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=compression)
 
     def add(self, name: str, data: bytes, *, executable: bool = False,
             date_time: tuple[int, int, int, int, int, int] = _EPOCH) -> None:
@@ -120,7 +124,7 @@ class WheelWriter:
         self._names.add(name.lower())
         info = zipfile.ZipInfo(name, date_time=date_time)
         info.external_attr = (0o100755 if executable else 0o100644) << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = self._compression
         self._zip.writestr(info, data)
         self._records.append((name, record_hash(data), str(len(data))))
 
@@ -133,7 +137,7 @@ class WheelWriter:
         writer.writerow((record, "", ""))
         info = zipfile.ZipInfo(record, date_time=_EPOCH)
         info.external_attr = 0o100644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = self._compression
         self._zip.writestr(info, out.getvalue())
 
     def __enter__(self) -> WheelWriter:
@@ -145,10 +149,45 @@ class WheelWriter:
             if exc_type is None:
                 self._write_record()
             self._zip.close()
+            if exc_type is None and self._stage is not None:
+                self._stage.add(self._tmp, self.path)
+                return
             if exc_type is None:
                 publish(self._tmp, self.path)
         finally:
-            self._tmp.unlink(missing_ok=True)
+            if self._stage is None or exc_type is not None:
+                self._tmp.unlink(missing_ok=True)
+
+
+class Staging:
+    """Finished files waiting under temporary names in their directories, published together by
+    ``commit``; ``discard`` removes whatever was not published (call it in a ``finally``)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[Path, Path]] = []
+
+    def add(self, tmp: Path, path: Path) -> None:
+        self._parts.append((tmp, path))
+
+    def copy(self, src: Path, dst: Path) -> None:
+        """Stage a copy of ``src`` as ``dst``."""
+        fd, tmp = tempfile.mkstemp(prefix=f".dllreg-{os.getpid()}-", suffix=".whl.part", dir=dst.parent)
+        try:
+            with open(fd, "wb") as f, open(src, "rb") as g:
+                shutil.copyfileobj(g, f)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.add(Path(tmp), dst)
+
+    def commit(self) -> None:
+        while self._parts:
+            tmp, path = self._parts.pop(0)
+            publish(tmp, path)
+
+    def discard(self) -> None:
+        while self._parts:
+            self._parts.pop()[0].unlink(missing_ok=True)
 
 
 def publish(tmp: Path, path: Path) -> None:

@@ -110,10 +110,10 @@ def test_is_extension_module_reads_the_file(tmp_path: Path) -> None:
     assert not is_extension_module("pkg/plugins/libplug.so", plugin.read_bytes())
     assert not is_extension_module(f"pkg/_other{EXT_SUFFIX}", ext.read_bytes())  # exports PyInit__mod
     assert is_extension_module("pkg/_x.so", b"not a binary")  # not judged: the name decides
-    names = ["pkg/__init__.py", f"pkg/_mod{EXT_SUFFIX}", "pkg/plugins/libplug.so"]
-    with pytest.raises(BuildError, match=r"pkg/plugins/, which has no __init__\.py"):
+    names = ["pkg/__init__.py", f"pkg/_mod{EXT_SUFFIX}", "libplug.so"]
+    with pytest.raises(BuildError, match=r"extension module libplug\.so sits at the top level"):
         stub_packages(names)  # by name alone, the plugin looks like an extension module
-    assert stub_packages(names, lambda n: "plugins" not in n) == ["pkg"]
+    assert stub_packages(names, lambda n: "plug" not in n) == ["pkg"]
 
 
 def _plugin_wheel(tmp: Path) -> Path:
@@ -212,12 +212,12 @@ def test_an_extension_another_one_links_is_not_a_vendored_library(tmp_path: Path
 # --- every refusal at once, nothing half-written ------------------------------------------------
 
 
-def _namespace_ext_wheel(tmp: Path) -> Path:
-    """A real extension module in a folder without __init__.py: no stub can run before it."""
+def _top_level_ext_wheel(tmp: Path) -> Path:
+    """A real extension module at the top level, outside any package: no stub can run before it."""
     base = vendored_wheel(tmp, "pkgn")
     with zipfile.ZipFile(base) as z:
         members = {n: z.read(n) for n in z.namelist() if ".dist-info/" not in n}
-    members[f"pkgn/sub/_ext{EXT_SUFFIX}"] = members[f"pkgn/_ext{EXT_SUFFIX}"]
+    members[f"_ext{EXT_SUFFIX}"] = members[f"pkgn/_ext{EXT_SUFFIX}"]
     base.unlink()
     return write_wheel(base, members)
 
@@ -237,7 +237,7 @@ def test_every_refused_input_is_named_in_one_error(tmp_path: Path, registry: Reg
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     good = vendored_wheel(tmp_path, "pkga")
     bad_record = _bad_record_wheel(tmp_path)
-    namespace = _namespace_ext_wheel(tmp_path)
+    namespace = _top_level_ext_wheel(tmp_path)
     out = tmp_path / "out"
     recipes = ["--recipes", str(tmp_path / "recipes")]
     args = [str(good), str(bad_record), str(namespace), "-o", str(out), *recipes]
@@ -245,7 +245,7 @@ def test_every_refused_input_is_named_in_one_error(tmp_path: Path, registry: Reg
     err = capsys.readouterr().err
     assert err.startswith("error: 2 of 3 input wheel(s) refused, nothing was written")
     assert f"{bad_record}: refused" in err and "'pkgr/__init__.py' does not match its RECORD hash" in err
-    assert namespace.name in err and f"pkgn/sub/_ext{EXT_SUFFIX} is in pkgn/sub/" in err
+    assert namespace.name in err and f"extension module _ext{EXT_SUFFIX} sits at the top level" in err
     assert good.name not in err
     assert not out.exists() or list(out.iterdir()) == []  # not even the good wheel, no .part left
     # without the refused ones the same run writes
@@ -258,13 +258,14 @@ def test_install_refuses_every_bad_download_at_once(tmp_path: Path, registry: Re
     from dllreg.install import devendor, write_wheelhouse
 
     downloads = [vendored_wheel(tmp_path, "pkga"), _bad_record_wheel(tmp_path),
-                 _namespace_ext_wheel(tmp_path)]
+                 _top_level_ext_wheel(tmp_path)]
     result = devendor(downloads, registry, [], None, lambda line: None)
     house = tmp_path / "house"
     with pytest.raises(DevendorError) as exc:
         write_wheelhouse(result, house)
     text = str(exc.value)
-    assert text.startswith("2 of 3 input wheel(s) refused") and "pkgr" in text and "pkgn/sub/" in text
+    assert text.startswith("2 of 3 input wheel(s) refused") and "pkgr" in text
+    assert "sits at the top level" in text
     assert list(house.iterdir()) == []
 
 

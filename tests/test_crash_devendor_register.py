@@ -128,7 +128,10 @@ def classify_devendor(out: Path, consumer: str, library: str) -> str:
 
 def test_sigkill_during_devendor(repaired: tuple[Path, Path], tmp_path: Path) -> None:
     wheel, recipes = repaired
-    t_total = max(timed(devendor_cmd(wheel, recipes, tmp_path / f"m{i}"))[0] for i in range(3))
+    # The output directory appears when writing starts (write_outputs): half the kills are timed
+    # from then, so they land in the write window however loaded the machine is.
+    runs = [timed(devendor_cmd(wheel, recipes, tmp_path / f"m{i}"), tmp_path / f"m{i}") for i in range(3)]
+    t_total, t_write = max(r[0] for r in runs), max(r[1] for r in runs)
     produced = sorted(p.name for p in (tmp_path / "m0").iterdir())
     (library,) = [n for n in produced if n.startswith("dllreg_lib_foo-")]
     consumer = wheel.name
@@ -139,7 +142,11 @@ def test_sigkill_during_devendor(repaired: tuple[Path, Path], tmp_path: Path) ->
     trials: list[tuple[Path, str]] = []
     for i, delay in enumerate(delays(seed, t_total)):
         out = tmp_path / f"t{i}"
-        rc = kill_after(devendor_cmd(wheel, recipes, out), delay, tmp_path / "stderr")
+        if i % 2:  # over the whole run, start-up included
+            rc = kill_after(devendor_cmd(wheel, recipes, out), delay, stderr)
+        else:  # inside the write window
+            write_delay = random.Random(seed + i).uniform(0, t_write * 1.05)
+            rc = kill_after(devendor_cmd(wheel, recipes, out), write_delay, stderr, trigger=out)
         outcome = classify_devendor(out, consumer, library)
         if rc != -signal.SIGKILL:  # it had finished before the kill
             assert rc == 0 and outcome == "lib+consumer", (rc, outcome, stderr.read_text())

@@ -298,3 +298,21 @@ def test_a_malformed_build_note_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DevendorError, match=rf"{wheel.path}: member '{member.name}': cannot read its "
                                             r"symbol versions or build identity"):
         plan_devendor([broken], load_registry(tmp_path / "no-recipes"))
+
+
+def test_install_reports_each_replacement() -> None:
+    from dllreg.devendor import Decision, WheelPlan
+    from dllreg.devendor_read import InputWheel
+    from dllreg.install import wheel_lines
+
+    served = Decision("a.libs/libcol-1.so.1", "package",
+                      "replaced by the copy in b.whl (libcol-2.so.1, 1.3.0 >= 1.2.0 by string version): ...",
+                      10, "col-1-x", "1.3.0", "libcol-x.so.1", "b.whl: b.libs/libcol")
+    same = Decision("a.libs/libz-1.so.1", "package",
+                    "identical to the copy in b.whl (the same build): one library wheel",
+                    10, "z-1-y", "1.3", "libz-y.so.1", "b.whl: b.libs/libz")
+    wp = WheelPlan(InputWheel("a.whl", "a-1.0-py3-none-linux_x86_64.whl", ()), "auditwheel",
+                   (served, same), ("a.libs/libcol-1.so.1",), (), (), None, (), ())
+    lines = wheel_lines(wp)
+    # the replacement is named; the identical build is not news
+    assert lines[1] == f"    shared libcol-1.so.1: {served.reason}" and len(lines) == 2

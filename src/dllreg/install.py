@@ -234,8 +234,8 @@ def devendor(downloads: Sequence[Path], registry: Registry, library_dirs: Sequen
 
 
 def wheel_lines(wp: WheelPlan) -> list[str]:
-    """Progress for one devendored wheel: how many libraries met each fate, and why any stayed
-    (the one fate a user may want to act on)."""
+    """Progress for one devendored wheel: how many libraries met each fate, why any stayed (the
+    one fate a user may want to act on), and which copies another wheel's build replaced."""
     name = Path(wp.wheel.path).name
     if not wp.decisions:
         return [f"  {name}: nothing vendored, installed as it is"]
@@ -244,7 +244,10 @@ def wheel_lines(wp: WheelPlan) -> list[str]:
     same = "" if wp.changed else " (nothing changed: installed as it is)"
     lines = [f"  {name}: {fates}; {human_size(wp.bytes_before)} vendored -> "
              f"{human_size(wp.bytes_after)}{same}"]
-    return lines + [f"    kept {Path(d.member).name}: {d.reason}" for d in wp.decisions if d.action == "keep"]
+    lines += [f"    kept {Path(d.member).name}: {d.reason}" for d in wp.decisions if d.action == "keep"]
+    # another wheel's build stands in for this copy: say whose and why (devendor_share)
+    return lines + [f"    shared {Path(d.member).name}: {d.reason}" for d in wp.decisions
+                    if d.served_by and d.reason.startswith("replaced by")]
 
 
 def byte_totals(result: Devendored) -> tuple[int, int]:

@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "disk": ([], []),
     "verify_cost": ([], ["--quick"]),
     "build_overhead": ([], ["--runs", "1"]),
+    "real_stack": ([], []),
 }
 Row = tuple[str, str, str, str]  # measure, value, goal, met
 
@@ -108,9 +109,28 @@ def _build_overhead(r: dict[str, Any]) -> list[Row]:
             for label, x in r["backends"].items()]
 
 
+def _real_stack(r: dict[str, Any]) -> list[Row]:
+    w, v, m, g = r["wall_s"], r["vendored"], r["redundant_mapped"], r["goals"]
+    return [
+        ("real stack: vendored MB installed, pip / dllreg install",
+         f"{v['before']['bytes'] / 1e6:.0f} / {v['after']['bytes'] / 1e6:.0f} (saved "
+         f"{v['saving_of_one_copy_ideal']:.0%} of one copy per (stem, ABI major))", ">= 80%",
+         _met(g["saving_ge_80pct"])),
+        ("real stack: redundant mapped copies, everything imported",
+         f"{m['before_total']} -> {m['after_total']}", "0", _met(g["redundant_after_0"])),
+        ("real stack: dllreg install / (pip download + pip install), local cache",
+         f"{w['dllreg install']:.0f} s / {w['pip total']:.0f} s (paired {r['install_ratio_paired']:.2f})",
+         "<= 1.3", _met(g["install_ratio_le_1.3"])),
+        ("real stack: devendor alone", f"{w['dllreg devendor']:.0f} s", "measured", "-"),
+        ("real stack: peak memory, devendor / install",
+         f"{r['peak_rss_mb']['dllreg devendor']:.0f} / {r['peak_rss_mb']['dllreg install']:.0f} MB",
+         "< 600 MB", _met(g["peak_mb_lt_600"])),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "import_overhead": _import_overhead, "numpy_import": _numpy_import, "scale": _scale, "disk": _disk,
-    "verify_cost": _verify_cost, "build_overhead": _build_overhead}
+    "verify_cost": _verify_cost, "build_overhead": _build_overhead, "real_stack": _real_stack}
 
 
 def machine() -> str:

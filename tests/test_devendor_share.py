@@ -56,6 +56,62 @@ def test_a_newer_version_node_outranks_an_older_version_string() -> None:
     assert "4.7.2 >= 4.5 by node version" in served[("pyproj.whl", "pyproj")].reason
 
 
+def test_users_that_check_the_release_are_served_by_the_same_release_only() -> None:
+    """h5py imports H5check_version and H5get_libversion: netCDF4's HDF5 2.2.0 must not serve
+    its 2.0.0 (h5py warns and reports another HDF5); the same release still shares."""
+    syms = {("H5Fopen", None), ("H5check_version", None), ("H5get_libversion", None)}
+    h5py = dataclasses.replace(lib("h5py.libs/libhdf5-1.so.320", "b1", "2.0.0", syms, syms),
+                               runtime="libhdf5-00000000.so.320")
+    netcdf = dataclasses.replace(lib("netCDF4.libs/libhdf5-2.so.320", "b2", "2.2.0", syms, syms),
+                                 runtime="libhdf5-00000001.so.320")
+    served, alone = choose_servers([Copy("h5py.whl", h5py), Copy("netCDF4.whl", netcdf)])
+    assert not served
+    assert alone[("h5py.whl", h5py.member)] == (
+        "the copy in netCDF4.whl is release 2.2.0 (by string version), and its users check the release "
+        "they were built with (H5check_version, H5get_libversion), 2.0.0 (by string version)")
+    # the real wheels carry no HDF5 version string: the file names' numbers tell the releases apart
+    by_file = [dataclasses.replace(c, upstream=(("file", f),))
+               for c, f in ((h5py, "320.0.0"), (netcdf, "320.2.0"))]
+    assert "is release 320.2.0 (by file version)" in (gaps(by_file[1], by_file[0]) or "")
+    same = dataclasses.replace(netcdf, upstream=h5py.upstream)  # another build of the same release
+    served, _ = choose_servers([Copy("h5py.whl", h5py), Copy("netCDF4.whl", same)])
+    assert list(served) == [("netCDF4.whl", same.member)] or list(served) == [("h5py.whl", h5py.member)]
+    # users that do not check the release are served by the newer one, as before
+    plain = {("H5Fopen", None)}
+    served, _ = choose_servers([Copy("h5py.whl", dataclasses.replace(h5py, wanted=frozenset(plain))),
+                                Copy("netCDF4.whl", netcdf)])
+    assert served[("h5py.whl", h5py.member)].by == ("netCDF4.whl", netcdf.member)
+
+
+def test_a_server_whose_own_needs_differ_from_the_copys_does_not_serve() -> None:
+    """h5py's libhdf5_hl may not be served by netCDF4's when netCDF4's libhdf5 does not serve
+    h5py's libhdf5: h5py would run two HDF5 libraries."""
+    syms = {("H5Fopen", None), ("H5get_libversion", None)}
+    hl_syms = {("H5DSattach_scale", None)}
+
+    def pair(wheel: str, n: str, release: str) -> tuple[VendoredLib, VendoredLib]:
+        core = dataclasses.replace(lib(f"{wheel}.libs/libhdf5-{n}.so.320", "c" + n, release, syms, syms),
+                                   runtime=f"libhdf5-0000000{n}.so.320")
+        hl = dataclasses.replace(lib(f"{wheel}.libs/libhdf5_hl-{n}.so.320", "h" + n, release, hl_syms,
+                                     hl_syms),
+                                 runtime=f"libhdf5_hl-0000000{n}.so.320", needs=(core.member,))
+        return core, hl
+
+    h5, h5_hl = pair("h5py", "1", "2.0.0")
+    nc, nc_hl = pair("netCDF4", "2", "2.2.0")
+    copies = [Copy("h5py.whl", h5), Copy("h5py.whl", h5_hl), Copy("netCDF4.whl", nc),
+              Copy("netCDF4.whl", nc_hl)]
+    served, alone = choose_servers(copies)
+    assert not served  # the core checks its release, so the hl library may not move either
+    assert "needs its own libhdf5-2.so.320, which does not serve this copy's libhdf5-1.so.320" in (
+        alone[("h5py.whl", h5_hl.member)])
+    # without the release check both move together
+    free = [dataclasses.replace(c, wanted=frozenset({("H5Fopen", None)})) if "hdf5-" in c.member else c
+            for c in (h5, h5_hl, nc, nc_hl)]
+    served, _ = choose_servers([Copy(w, c) for w, c in zip(["h5py.whl"] * 2 + ["netCDF4.whl"] * 2, free)])
+    assert {k[1] for k in served} == {h5.member, h5_hl.member}
+
+
 def test_coverage_counts_symbol_versions_and_version_nodes() -> None:
     server = lib("b", "b2", "3.6.0", {("f", "V_1"), ("g", None)}, set(), frozenset({"V_1"}))
     assert gaps(server, lib("a", "b1", "3.5.0", set(), {("f", "V_1"), ("g", None)})) is None

@@ -7,12 +7,16 @@ version node) the other's users import, defines every version node they require 
 to load otherwise) and is provably not older (devendor_names.no_downgrade: its upstream version,
 read from the file). Copies are tried newest first, so the newest covering copy serves; a copy
 no other covers is packaged on its own, under its own name (the build tag keeps them apart).
+A library whose users check its release at run time (they import a ``*check_version`` or
+``*get_libversion`` function: HDF5's H5check_version, which h5py calls and compares) is served
+only by a copy of the same release: a newer one makes them warn or abort.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 from collections.abc import Collection, Sequence
 
 from packaging.version import Version
@@ -23,6 +27,9 @@ from .devendor_names import deciding_kind, no_downgrade, split_abi, unmangle
 __all__ = ["Copy", "Served", "choose_servers", "gaps"]
 
 Key = tuple[str, str]  # (input wheel file name, member)
+# A function its users call to learn or check the library's exact release (H5check_version,
+# H5get_libversion, ..._libversion): such users hold the library to the release they were built with.
+_RELEASE_CHECK = re.compile(r"check_?version|get_?lib_?version|_libversion$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +72,52 @@ def gaps(server: VendoredLib, copy: VendoredLib) -> str | None:
     if nodes:
         return f"does not define the version node(s) its users require: {_shown(nodes)}"
     older = no_downgrade(dict(server.upstream), dict(copy.upstream))
-    return None if older is None else f"is not provably as new ({older})"
+    if older is not None:
+        return f"is not provably as new ({older})"
+    checks = sorted(s for s, _ in copy.wanted if _RELEASE_CHECK.search(s))
+    if checks and _rank(server)[:2] != _rank(copy)[:2]:
+        return (f"is release {_named(server)}, and its users check the release they were built with "
+                f"({_shown(checks)}), {_named(copy)}")
+    return None
 
 
-def _rank(c: Copy) -> tuple[Version, Version, int]:
+def _named(lib: VendoredLib) -> str:
+    v = dict(lib.upstream)
+    return next((f"{v[k]} (by {k} version)" for k in ("string", "node", "file") if k in v), "unknown")
+
+
+def _release(lib: VendoredLib) -> Version:
+    """The release as far as the file tells: a version string is never below the newest node."""
+    v = dict(lib.upstream)
+    return max(Version(v.get("string", "0")), Version(v.get("node", "0")))
+
+
+def _rank(lib: VendoredLib) -> tuple[Version, Version, int]:
     """Newest first: a version string is never below the newest node (upstream_versions), so
     the higher of the two is the release as far as the file tells; then the file numbers."""
-    v = dict(c.lib.upstream)  # ties keep the input order (a stable sort)
-    release = max(Version(v.get("string", "0")), Version(v.get("node", "0")))
-    return release, Version(v.get("file", "0")), len(c.lib.provides)
+    v = dict(lib.upstream)  # ties keep the input order (a stable sort)
+    return _release(lib), Version(v.get("file", "0")), len(lib.provides)
 
 
 def choose_servers(copies: Sequence[Copy], banned: Collection[Key] = ()
                    ) -> tuple[dict[Key, Served], dict[Key, str]]:
     """For each copy another one serves: that one and why; and for each copy that stays on its
     own although its group has another, why no other serves it. ``banned`` copies serve nobody
-    (they are not packaged as themselves in their own wheel)."""
+    (they are not packaged as themselves in their own wheel). A server must also agree on what
+    it needs: its libraries have to be the ones that serve the copy's own (h5py's libhdf5_hl
+    cannot be served by one that needs another HDF5 than h5py's), else that pair is ruled out
+    and the choice made again."""
+    ruled_out: dict[tuple[Key, Key], str] = {}
+    while True:
+        out, alone = _choose(copies, banned, ruled_out)
+        clash = _first_clash(copies, out)
+        if clash is None:
+            return out, alone
+        ruled_out[clash[0]] = clash[1]
+
+
+def _choose(copies: Sequence[Copy], banned: Collection[Key], ruled_out: dict[tuple[Key, Key], str]
+            ) -> tuple[dict[Key, Served], dict[Key, str]]:
     families: dict[tuple[str, str, str, str], list[Copy]] = {}
     for c in copies:
         fam = _family(c.lib)
@@ -90,10 +127,10 @@ def choose_servers(copies: Sequence[Copy], banned: Collection[Key] = ()
     alone: dict[Key, str] = {}
     for group in families.values():
         servers: list[Copy] = []
-        for c in sorted(group, key=_rank, reverse=True):
+        for c in sorted(group, key=lambda c: _rank(c.lib), reverse=True):
             refused = []
             for s in servers:
-                why = gaps(s.lib, c.lib)
+                why = ruled_out.get((c.key, s.key)) or gaps(s.lib, c.lib)
                 if why is None:
                     out[c.key] = Served(s.key, _reason(s, c))
                     break
@@ -104,6 +141,26 @@ def choose_servers(copies: Sequence[Copy], banned: Collection[Key] = ()
                 if c.key not in banned:
                     servers.append(c)
     return out, alone
+
+
+def _first_clash(copies: Sequence[Copy], out: dict[Key, Served]) -> tuple[tuple[Key, Key], str] | None:
+    """A served copy whose server needs a library that is not what serves the copy's own need."""
+    libs = {c.key: c.lib for c in copies}
+
+    def resolved(key: Key) -> Key:
+        return out[key].by if key in out else key
+
+    for key, served in out.items():
+        copy, server = libs[key], libs.get(served.by)
+        if server is None:
+            continue
+        theirs = {_family(libs[k]): k for k in ((served.by[0], m) for m in server.needs) if k in libs}
+        for need in ((key[0], m) for m in copy.needs):
+            other = theirs.get(_family(libs[need])) if need in libs else None
+            if other is not None and resolved(need) != resolved(other):
+                return (key, served.by), (f"needs its own {posixpath.basename(other[1])}, which does not "
+                                          f"serve this copy's {posixpath.basename(need[1])}")
+    return None
 
 
 def _reason(server: Copy, copy: Copy) -> str:

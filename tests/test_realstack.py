@@ -117,6 +117,27 @@ def test_everything_imports_in_one_process(devendored: StackVenv, order: str) ->
     assert got["import_errors"] == {}, got["import_errors"]
 
 
+def test_no_warning_the_originals_do_not_give(devendored: StackVenv, originals: StackVenv) -> None:
+    # h5py warns when its HDF5 is another release than the one it was built with
+    assert _warnings(devendored.probe(ORDERS["forward"])["stderr"]) == \
+        _warnings(originals.probe(ORDERS["forward"])["stderr"])
+
+
+def _warnings(stderr: object) -> list[str]:
+    return sorted(line.strip() for line in str(stderr).splitlines() if "Warning" in line)
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_real_operations_give_the_originals_results(devendored: StackVenv, originals: StackVenv,
+                                                    order: str) -> None:
+    got = devendored.probe(ORDERS[order], ops=True)["ops"]
+    want = originals.probe(ORDERS[order], ops=True)["ops"]
+    assert isinstance(got, dict) and isinstance(want, dict)
+    assert not [v for v in want.values() if str(v).startswith("FAILED")], want  # the operations work
+    differ = {k: (want[k], got[k]) for k in want if got[k] != want[k]}  # (originals, devendored)
+    assert differ == {}
+
+
 # --- CPython's own ssl -----------------------------------------------------------------------------
 
 

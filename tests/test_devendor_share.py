@@ -95,7 +95,7 @@ def test_a_server_whose_own_needs_differ_from_the_copys_does_not_serve() -> None
         hl = dataclasses.replace(lib(f"{wheel}.libs/libhdf5_hl-{n}.so.320", "h" + n, release, hl_syms,
                                      hl_syms),
                                  runtime=f"libhdf5_hl-0000000{n}.so.320", needs=(core.member,))
-        return core, hl
+        return dataclasses.replace(core, users=("ext.so", hl.member)), hl
 
     h5, h5_hl = pair("h5py", "1", "2.0.0")
     nc, nc_hl = pair("netCDF4", "2", "2.2.0")
@@ -110,6 +110,11 @@ def test_a_server_whose_own_needs_differ_from_the_copys_does_not_serve() -> None
             for c in (h5, h5_hl, nc, nc_hl)]
     served, _ = choose_servers([Copy(w, c) for w, c in zip(["h5py.whl"] * 2 + ["netCDF4.whl"] * 2, free)])
     assert {k[1] for k in served} == {h5.member, h5_hl.member}
+    # a need only the served copy used goes with it (scipy's libquadmath behind its libgfortran)
+    alone_core = dataclasses.replace(h5, users=(h5_hl.member,))
+    served, _ = choose_servers([Copy("h5py.whl", alone_core), Copy("h5py.whl", h5_hl),
+                                Copy("netCDF4.whl", nc), Copy("netCDF4.whl", nc_hl)])
+    assert served[("h5py.whl", h5_hl.member)].by == ("netCDF4.whl", nc_hl.member)
 
 
 def test_coverage_counts_symbol_versions_and_version_nodes() -> None:

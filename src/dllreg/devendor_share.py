@@ -75,7 +75,8 @@ def gaps(server: VendoredLib, copy: VendoredLib) -> str | None:
     if older is not None:
         return f"is not provably as new ({older})"
     checks = sorted(s for s, _ in copy.wanted if _RELEASE_CHECK.search(s))
-    if checks and _rank(server)[:2] != _rank(copy)[:2]:
+    same = no_downgrade(dict(copy.upstream), dict(server.upstream)) is None  # and not older, above
+    if checks and not same:
         return (f"is release {_named(server)}, and its users check the release they were built with "
                 f"({_shown(checks)}), {_named(copy)}")
     return None
@@ -144,7 +145,9 @@ def _choose(copies: Sequence[Copy], banned: Collection[Key], ruled_out: dict[tup
 
 
 def _first_clash(copies: Sequence[Copy], out: dict[Key, Served]) -> tuple[tuple[Key, Key], str] | None:
-    """A served copy whose server needs a library that is not what serves the copy's own need."""
+    """A served copy whose server needs a library that is not what serves the copy's own need,
+    while something else of the copy's wheel still uses that need (h5py's extensions use its
+    libhdf5 beside libhdf5_hl). A need only the copy used goes with it: the server brings its own."""
     libs = {c.key: c.lib for c in copies}
 
     def resolved(key: Key) -> Key:
@@ -157,7 +160,9 @@ def _first_clash(copies: Sequence[Copy], out: dict[Key, Served]) -> tuple[tuple[
         theirs = {_family(libs[k]): k for k in ((served.by[0], m) for m in server.needs) if k in libs}
         for need in ((key[0], m) for m in copy.needs):
             other = theirs.get(_family(libs[need])) if need in libs else None
-            if other is not None and resolved(need) != resolved(other):
+            still_used = other is not None and any(
+                u != key[1] and (key[0], u) not in out for u in libs[need].users)
+            if still_used and other is not None and resolved(need) != resolved(other):
                 return (key, served.by), (f"needs its own {posixpath.basename(other[1])}, which does not "
                                           f"serve this copy's {posixpath.basename(need[1])}")
     return None

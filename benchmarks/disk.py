@@ -5,7 +5,7 @@ Builds everything in a temp dir (gcc, dllreg's own code paths, no network):
               wheel cached in .cache/downloads (``make demo`` fetches it); without that wheel,
               a gcc-built stand-in with 8 MiB of data (the output says which)
   cons01..10  consumers: an extension module linked against the library, made thin consumer
-              wheels by ``dllreg.consumer.patch_wheel``, and vendored as auditwheel does it
+              wheels by ``dllreg.build.consumer.patch_wheel``, and vendored as auditwheel does it
               (the library in ``consNN.libs/``, RUNPATH ``$ORIGIN/../consNN.libs``)
 For K = 1, 2, 10: one site dir gets the library wheel + K thin consumers, another the K
 vendored wheels, both installed with ``installer`` (bytecode compiled, as pip does); every
@@ -23,7 +23,7 @@ from typing import Any
 
 from _bench import install_wheels, library, parser, run, sh
 
-from dllreg.consumer import patch_wheel
+from dllreg.build.consumer import patch_wheel
 from dllreg.names import NativeRequirement
 from dllreg.wheelfile import WheelWriter
 

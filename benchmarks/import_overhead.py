@@ -1,7 +1,7 @@
 """Import-time overhead of the dllreg ``_dlls.py`` stub, as ratios against a vendored baseline.
 
 Builds everything in a temp dir (gcc, a throwaway venv, dllreg's own code paths, no network):
-  libbench.so.1        C library, packaged by dllreg.libwheel, installed with ``installer``
+  libbench.so.1        C library, packaged by dllreg.libwheel.package, installed with ``installer``
   benchstub            extension linked -l:libbench.so.1, no rpath; __init__ imports _dlls
   benchfloor           the design floor: as benchstub, but its _dlls only dlopens the library's
                        known absolute path through _imp (what any preloading stub must cost)
@@ -37,8 +37,8 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 
 from dllreg.binary.elf import read_elf_file
-from dllreg.consumer import insert_stub_import
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.build.consumer import insert_stub_import
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
 from dllreg.stub import STUB_FILE, render_stub
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from _bench import ROOT, interleaved, parser, print_ratio_table, ratio_table, run, sh, wall
 
-from dllreg.libwheel import plan_library, write_library_wheel
-from dllreg.recipe_build import check_abi, fetch_source, recipe_source
-from dllreg.recipes import load_registry
+from dllreg.libwheel.package import plan_library, write_library_wheel
+from dllreg.recipes.schema import load_recipes
+from dllreg.recipes.source import check_abi, fetch_source, recipe_source
 
 DOWNLOADS = ROOT / ".cache" / "downloads"
 NUMPY = "numpy==2.4.6"
@@ -52,7 +52,7 @@ def numpy_wheel() -> Path:
 
 def openblas64_wheel(outdir: Path) -> Path:
     """dllreg-lib-openblas64 from the cached scipy-openblas64 wheel, through the recipe (ABI checked)."""
-    recipe = load_registry().require("openblas64")
+    recipe = load_recipes().require("openblas64")
     cached = sorted(DOWNLOADS.glob("scipy_openblas64-*manylinux*x86_64.whl"))
     source = cached[-1] if cached else fetch_source(recipe, "manylinux_2_28_x86_64", DOWNLOADS)
     files, version = recipe_source(recipe, source)

@@ -176,10 +176,10 @@ def body(root: Path, env: dict[str, str], runs: int) -> dict[str, Any]:
 # A library wheel from a registry source through the recipe (ABI checked), as install fetches it.
 _LIB_SCRIPT = """import sys
 from pathlib import Path
-from dllreg.libwheel import plan_library, write_library_wheel
-from dllreg.recipe_build import check_abi, recipe_source
-from dllreg.recipes import load_registry
-recipe = load_registry().require(sys.argv[1])
+from dllreg.libwheel.package import plan_library, write_library_wheel
+from dllreg.recipes.source import check_abi, recipe_source
+from dllreg.recipes.schema import load_recipes
+recipe = load_recipes().require(sys.argv[1])
 files, version = recipe_source(recipe, Path(sys.argv[2]))
 plan = plan_library(files, recipe.name, version)
 check_abi(recipe, plan)

@@ -1,7 +1,7 @@
 """Scale: the stub and ``python -m dllreg list`` with 1,000 libraries over 3 site dirs.
 
 Builds everything in a temp dir (gcc, two throwaway venvs, dllreg's own code paths, no network):
-  libbench.so.1   one C library, packaged once by dllreg.libwheel (name ``zzlibname``)
+  libbench.so.1   one C library, packaged once by dllreg.libwheel.package (name ``zzlibname``)
   env "1"         1 library (lib0999) installed, in the LAST of the 3 site dirs
   env "1000"      lib0000..lib0999 spread over the 3 site dirs, + 200 consumer dist-infos
 The installed layout is written directly, as pip would leave it: <site>/dllreg.libs/NAME/
@@ -25,8 +25,8 @@ import packaging
 from _bench import at_least, parser, run, sh, stats, wall
 
 import dllreg
-from dllreg.consumer import insert_stub_import
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.build.consumer import insert_stub_import
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
 from dllreg.stub import STUB_FILE, render_stub
 from dllreg.wheelfile import record_hash

@@ -22,7 +22,7 @@ from typing import Any
 
 from _bench import install_wheels, library, parser, run, sh, stats
 
-from dllreg.consumer import insert_stub_import
+from dllreg.build.consumer import insert_stub_import
 from dllreg.names import NativeRequirement
 from dllreg.stub import STUB_FILE, render_stub
 

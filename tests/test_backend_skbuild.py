@@ -25,9 +25,9 @@ import pytest
 from installer.sources import WheelFile
 
 from conftest import QSUM_C, ROOT, Venv, gcc_shared, run
-from dllreg.__main__ import main
-from dllreg.cmakeconfig import render_cmake_config
-from dllreg.manifest import LibraryFile, Manifest
+from dllreg.cli.main import main
+from dllreg.libwheel.cmakeconfig import render_cmake_config
+from dllreg.libwheel.manifest import LibraryFile, Manifest
 from dllreg.names import NativeRequirement
 
 PROJECT = Path(__file__).resolve().parent / "packages" / "skbuild_consumer"

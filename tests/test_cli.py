@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dllreg.__main__ import main
-from dllreg.registry import CONSUMER_RECORD
+from dllreg.cli.main import main
+from dllreg.env.registry import CONSUMER_RECORD
 from test_stub_runtime import add_library
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from dllreg.config import import_backend, load_config, parse_config
+from dllreg.build.config import import_backend, load_config, parse_config
 from dllreg.errors import ConfigError
 
 
@@ -137,7 +137,7 @@ def test_build_notes_names_outside_the_registry(tmp_path: Path, monkeypatch: pyt
     assert dllreg.build.get_requires_for_build_wheel() == ["dllreg-lib-openbals>=0.3",
                                                           "dllreg-lib-qsum>=1"]
     err = capsys.readouterr().err
-    assert "openbals>=0.3 (openbals is not in dllreg's registry; did you mean openblas" in err
+    assert "openbals>=0.3 (openbals has no dllreg recipe; did you mean openblas" in err
 
 
 def test_inner_backend_failure_is_shown_unchanged_with_context(
@@ -177,7 +177,7 @@ def test_inner_systemexit_gets_the_context_note(tmp_path: Path) -> None:
 
 
 def test_dlopen_names_required_libraries_only() -> None:
-    from dllreg.config import parse_config
+    from dllreg.build.config import parse_config
     from dllreg.errors import ConfigError
 
     table = {"backend": "hatchling.build", "requires": ["qsum>=3"], "dlopen": ["QSum"]}

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from dllreg.consumer import insert_stub_import, patch_metadata, stub_packages
+from dllreg.build.consumer import insert_stub_import, patch_metadata, stub_packages
 from dllreg.errors import BuildError
 from dllreg.names import NativeRequirement
 from dllreg.stub import IMPORT_LINE
@@ -102,7 +102,7 @@ def test_import_line_is_a_relative_import_of_the_stub() -> None:
 
 
 def test_unused_requirements() -> None:
-    from dllreg.consumer import unused_requirements
+    from dllreg.build.consumer import unused_requirements
 
     reqs = [NativeRequirement.parse(r) for r in ("openblas>=0.3", "gfortran", "qsum", "foo")]
     libs = {"openblas": (("libscipy_openblas.so",), ("gfortran",)), "gfortran": (("libgfortran.so.5",), ()),

@@ -27,7 +27,7 @@ import pytest
 from installer.sources import WheelFile
 
 from conftest import has_gcc, run
-from dllreg.manifest import MANIFEST_NAME, Manifest
+from dllreg.libwheel.manifest import MANIFEST_NAME, Manifest
 from dllreg.names import REGISTRY_DIR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not has_gcc(), reason="needs gcc")]

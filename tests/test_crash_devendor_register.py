@@ -32,8 +32,8 @@ import pytest
 from installer.sources import WheelFile
 
 from conftest import QSUM_C, gcc_shared, has_gcc, run
-from dllreg.__main__ import main
-from dllreg.manifest import Manifest
+from dllreg.cli.main import main
+from dllreg.libwheel.manifest import Manifest
 from test_devendor import FOO_C, RECIPE, vendored_wheel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not has_gcc(), reason="needs gcc")]

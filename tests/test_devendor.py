@@ -12,13 +12,19 @@ from pathlib import Path
 import pytest
 
 from conftest import gcc_shared, has_gcc, run
-from dllreg.__main__ import main
-from dllreg.devendor import plan_devendor
-from dllreg.devendor_names import derived_names, no_downgrade, split_abi, unmangle, upstream_versions
-from dllreg.devendor_read import DevendorError, read_input_wheel, read_library_wheel
-from dllreg.devendor_write import build_outputs, set_soname, write_outputs
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
-from dllreg.recipes import Registry, load_registry
+from dllreg.cli.main import main
+from dllreg.convert.plan import plan_devendor
+from dllreg.convert.read import DevendorError, read_input_wheel, read_library_wheel
+from dllreg.convert.write import build_outputs, set_soname, write_outputs
+from dllreg.libwheel.naming import (
+    derived_names,
+    no_downgrade,
+    split_abi,
+    unmangle,
+    upstream_versions,
+)
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
+from dllreg.recipes.schema import RecipeBook, load_recipes
 from dllreg.wheelfile import WheelWriter
 
 needs_gcc = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
@@ -114,8 +120,8 @@ def recipes(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(recipes: Path) -> Registry:
-    return load_registry(recipes)
+def book(recipes: Path) -> RecipeBook:
+    return load_recipes(recipes)
 
 
 # --- the naming rule --------------------------------------------------------------------------
@@ -189,10 +195,10 @@ def test_no_downgrade() -> None:
 
 @needs_gcc
 def test_substitute_when_the_library_exports_every_imported_symbol(tmp_path: Path,
-                                                                   registry: Registry) -> None:
+                                                                   book: RecipeBook) -> None:
     wheel = read_input_wheel(vendored_wheel(tmp_path))
     lib = read_library_wheel(library_wheel(tmp_path))
-    plan = plan_devendor([wheel], registry, [lib])
+    plan = plan_devendor([wheel], book, [lib])
     (wp,) = plan.wheels
     (d,) = wp.decisions
     assert (d.action, d.library, d.version, d.runtime) == ("substitute", "foo", "1.2", "libfoo.so.1")
@@ -204,16 +210,16 @@ def test_substitute_when_the_library_exports_every_imported_symbol(tmp_path: Pat
 
 
 @needs_gcc
-def test_substitution_refused_when_a_symbol_is_missing(tmp_path: Path, registry: Registry) -> None:
+def test_substitution_refused_when_a_symbol_is_missing(tmp_path: Path, book: RecipeBook) -> None:
     wheel = read_input_wheel(vendored_wheel(tmp_path))
     lib = read_library_wheel(library_wheel(tmp_path, FOO_ONLY_C))
-    (wp,) = plan_devendor([wheel], registry, [lib]).wheels
+    (wp,) = plan_devendor([wheel], book, [lib]).wheels
     (d,) = wp.decisions
     assert d.action == "package"  # kept out of the registry's foo, packaged as-is instead
     assert "does not export 1 symbol(s) the wheel imports from it: foo_extra" in d.reason
     # a consumer that does not import foo_extra can take it
     other = read_input_wheel(vendored_wheel(tmp_path, "pkgb", uses_extra=False))
-    (wp,) = plan_devendor([other], registry, [lib]).wheels
+    (wp,) = plan_devendor([other], book, [lib]).wheels
     assert wp.decisions[0].action == "substitute"
 
 
@@ -222,22 +228,22 @@ def test_recipe_abi_mismatch_is_not_substituted(tmp_path: Path, recipes: Path) -
     (recipes / "foo.toml").write_text(RECIPE.replace('symbols = ["foo"]', 'symbols = ["foo64_"]'))
     wheel = read_input_wheel(vendored_wheel(tmp_path))
     lib = read_library_wheel(library_wheel(tmp_path))
-    (wp,) = plan_devendor([wheel], load_registry(recipes), [lib]).wheels
+    (wp,) = plan_devendor([wheel], load_recipes(recipes), [lib]).wheels
     (d,) = wp.decisions
     assert d.action == "package" and "does not export foo64_" in d.reason
 
 
 @needs_gcc
-def test_libraries_needed_only_by_a_substituted_one_are_dropped(tmp_path: Path, registry: Registry) -> None:
+def test_libraries_needed_only_by_a_substituted_one_are_dropped(tmp_path: Path, book: RecipeBook) -> None:
     bar = {"libbar-99aa88bb.so.2": "int bar(void){return 5;}\n"}
     code = "int bar(void);\nint foo(int x){return 3*x+bar()-4;}\nint foo_extra(void){return 7;}\n"
     wheel = read_input_wheel(vendored_wheel(tmp_path, lib_code=code, extra_libs=bar))
     lib = read_library_wheel(library_wheel(tmp_path))
-    (wp,) = plan_devendor([wheel], registry, [lib]).wheels
+    (wp,) = plan_devendor([wheel], book, [lib]).wheels
     assert {(d.action, d.member.split("/")[-1]) for d in wp.decisions} == {
         ("substitute", "libfoo-1a2b3c4d.so.1"), ("drop", "libbar-99aa88bb.so.2")}
     # without the substitute, both are packaged, and foo requires bar
-    plan = plan_devendor([wheel], registry, [])
+    plan = plan_devendor([wheel], book, [])
     names = {lib.name.rsplit("-", 1)[0] if lib.name != "foo" else "foo": lib for lib in plan.libraries}
     assert set(names) == {"foo", "bar-2"}  # foo: the recipe vouches; bar: the naming rule
     tag = names["bar-2"].name[-8:]
@@ -247,10 +253,10 @@ def test_libraries_needed_only_by_a_substituted_one_are_dropped(tmp_path: Path, 
 
 
 @needs_gcc
-def test_two_wheels_vendoring_one_library_make_one_library_wheel(tmp_path: Path, registry: Registry) -> None:
+def test_two_wheels_vendoring_one_library_make_one_library_wheel(tmp_path: Path, book: RecipeBook) -> None:
     a = read_input_wheel(vendored_wheel(tmp_path, "pkga"))
     b = read_input_wheel(vendored_wheel(tmp_path, "pkgb"))
-    plan = plan_devendor([a, b], registry, [])
+    plan = plan_devendor([a, b], book, [])
     (lib,) = plan.libraries
     assert (lib.name, lib.runtime) == ("foo", "libfoo.so.1")  # the recipe has no PyPI source
     assert lib.users == (a.filename, b.filename)
@@ -262,11 +268,11 @@ def test_two_wheels_vendoring_one_library_make_one_library_wheel(tmp_path: Path,
 
 
 @needs_gcc
-def test_a_different_build_of_the_same_name_stays_vendored(tmp_path: Path, registry: Registry) -> None:
+def test_a_different_build_of_the_same_name_stays_vendored(tmp_path: Path, book: RecipeBook) -> None:
     a = read_input_wheel(vendored_wheel(tmp_path, "pkga"))
     b = read_input_wheel(vendored_wheel(tmp_path, "pkgb", lib_code=FOO_C + "int foo_more(void){return 1;}\n",
                                         mangle="5e6f7a8b"))
-    plan = plan_devendor([a, b], registry, [])
+    plan = plan_devendor([a, b], book, [])
     assert len(plan.libraries) == 1
     (d,) = plan.wheels[1].decisions
     assert d.action == "keep" and "two builds of one name cannot share a process" in d.reason

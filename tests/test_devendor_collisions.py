@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Venv, gcc_shared, has_gcc, run
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from test_devendor import PY, platform_tag, write_wheel
 
 pytestmark = pytest.mark.skipif(not has_gcc() or sys.platform != "linux", reason="needs gcc on Linux")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CACHE, run
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from test_devendor import library_wheel, needs_gcc, recipes, vendored_wheel
 
 __all__ = ["recipes"]  # the fixture, shared with test_devendor
@@ -94,7 +94,7 @@ def test_packaged_chain_without_any_recipe(tmp_path: Path) -> None:
     assert main(["devendor", str(wheel), "-o", str(out), "--recipes", str(empty)]) == 0
     env = Env(tmp_path / "venv")
     env.install("--find-links", str(out), "pkga")
-    # The packaged libraries are required as ==V (devendor_names): the stub's fast path
+    # The packaged libraries are required as ==V (libwheel.naming): the stub's fast path
     # decides that itself, so the import never compiles the stub's cold section.
     text, maps = env.mapped("import pkga; print(pkga.call(), '_require' in vars(pkga._dlls))",
                             ("libfoo", "libbar"))
@@ -191,11 +191,12 @@ def test_real_numpy_on_the_registry_openblas64(tmp_path: Path, capsys: pytest.Ca
 
 def _recipe_wheel(name: str, pattern: str, outdir: Path) -> Path:
     """The recipe's library wheel, made as devendor --fetch and install make it."""
-    from dllreg.libwheel import write_library_wheel
-    from dllreg.recipe_build import fetch_source, has_source, planned_library
-    from dllreg.recipes import load_registry
+    from dllreg.convert.read import planned_library
+    from dllreg.libwheel.package import write_library_wheel
+    from dllreg.recipes.schema import load_recipes
+    from dllreg.recipes.source import fetch_source, has_source
 
-    recipe = load_registry().require(name)
+    recipe = load_recipes().require(name)
     assert has_source(recipe, "manylinux_2_28_x86_64")
     cached = sorted(DOWNLOADS.glob(pattern))
     source = cached[-1] if cached else fetch_source(recipe, "manylinux_2_28_x86_64", DOWNLOADS)

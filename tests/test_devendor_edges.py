@@ -12,31 +12,31 @@ from pathlib import Path
 import pytest
 
 from conftest import Venv, gcc_shared, run
-from dllreg.__main__ import main
 from dllreg.binary.elf import read_elf
-from dllreg.consumer import is_extension_module, stub_packages
-from dllreg.devendor import plan_devendor
-from dllreg.devendor_read import DevendorError, read_input_wheel, read_library_wheel
-from dllreg.devendor_write import build_outputs, write_outputs
+from dllreg.build.consumer import is_extension_module, stub_packages
+from dllreg.cli.main import main
+from dllreg.convert.plan import plan_devendor
+from dllreg.convert.read import DevendorError, read_input_wheel, read_library_wheel
+from dllreg.convert.write import build_outputs, write_outputs
 from dllreg.errors import BuildError, PackageLibError
-from dllreg.libwheel import plan_library, read_source
-from dllreg.platforms import check_tag, normalize_platform, platforms_of
-from dllreg.recipe_build import compatible_platforms
-from dllreg.recipes import Registry
+from dllreg.libwheel.package import plan_library, read_source
+from dllreg.libwheel.platforms import check_tag, normalize_platform, platforms_of
+from dllreg.recipes.schema import RecipeBook
+from dllreg.recipes.source import compatible_platforms
 from test_devendor import (
     EXT_C,
     EXT_SUFFIX,
     FOO_C,
     PY,
+    book,
     needs_gcc,
     platform_tag,
     recipes,
-    registry,
     vendored_wheel,
     write_wheel,
 )
 
-__all__ = ["recipes", "registry"]  # the fixtures, shared with test_devendor
+__all__ = ["book", "recipes"]  # the fixtures, shared with test_devendor
 
 PLUGIN_C = "int foo(int); int plugin_apply(int x){ return foo(x) * 10; }\n"
 INCLUDE = sysconfig.get_paths()["include"]
@@ -74,14 +74,14 @@ def test_compound_and_legacy_tags_are_checked_against_the_binaries() -> None:
 
 @needs_gcc
 def test_a_legacy_tagged_wheel_devendors_into_a_library_wheel_of_its_tags(tmp_path: Path,
-                                                                          registry: Registry) -> None:
+                                                                          book: RecipeBook) -> None:
     if not platform_tag().endswith("x86_64"):
         pytest.skip("the tags below are x86_64 ones")
     built = vendored_wheel(tmp_path)
     tags = "manylinux_2_17_x86_64.manylinux2014_x86_64"
     legacy = built.with_name(built.name.replace(platform_tag(), tags))
     built.rename(legacy)
-    plan = plan_devendor([read_input_wheel(legacy)], registry, [])
+    plan = plan_devendor([read_input_wheel(legacy)], book, [])
     (wheel,) = write_outputs(build_outputs(plan), tmp_path / "out").libraries.values()
     assert read_library_wheel(wheel).platform == "manylinux2014_x86_64.manylinux_2_17_x86_64"
     # and package-lib takes a compound tag given by hand
@@ -136,7 +136,7 @@ def _plugin_wheel(tmp: Path) -> Path:
 
 
 @needs_gcc
-def test_plugins_in_a_folder_without_init_are_payload(tmp_path: Path, registry: Registry,
+def test_plugins_in_a_folder_without_init_are_payload(tmp_path: Path, book: RecipeBook,
                                                       make_venv: Callable[[str], Venv]) -> None:
     wheel = _plugin_wheel(tmp_path)
     out = tmp_path / "out"
@@ -174,10 +174,10 @@ def _loose_wheel(tmp: Path) -> Path:
 
 
 @needs_gcc
-def test_loose_libraries_beside_the_package_are_devendored(tmp_path: Path, registry: Registry,
+def test_loose_libraries_beside_the_package_are_devendored(tmp_path: Path, book: RecipeBook,
                                                            make_venv: Callable[[str], Venv]) -> None:
     wheel = _loose_wheel(tmp_path)
-    (wp,) = plan_devendor([read_input_wheel(wheel)], registry, []).wheels
+    (wp,) = plan_devendor([read_input_wheel(wheel)], book, []).wheels
     (d,) = wp.decisions
     # the naming rule: never the plain libloose.so.3 (its SONAME grows by the build tag)
     tag = str(d.library)[-8:]
@@ -197,7 +197,7 @@ def test_loose_libraries_beside_the_package_are_devendored(tmp_path: Path, regis
 
 
 @needs_gcc
-def test_an_extension_another_one_links_is_not_a_vendored_library(tmp_path: Path, registry: Registry) -> None:
+def test_an_extension_another_one_links_is_not_a_vendored_library(tmp_path: Path, book: RecipeBook) -> None:
     build = tmp_path / "b"
     build.mkdir()
     first = _ext(build, "_first")
@@ -205,7 +205,7 @@ def test_an_extension_another_one_links_is_not_a_vendored_library(tmp_path: Path
     wheel = write_wheel(tmp_path / "in" / f"pkge-1.0-{PY}-{PY}-{platform_tag()}.whl", {
         "pkge/__init__.py": b"", f"pkge/_second{EXT_SUFFIX}": second.read_bytes(),
         f"pkge/{first.name}": first.read_bytes()})
-    (wp,) = plan_devendor([read_input_wheel(wheel)], registry, []).wheels
+    (wp,) = plan_devendor([read_input_wheel(wheel)], book, []).wheels
     assert wp.decisions == () and not wp.changed
 
 
@@ -233,7 +233,7 @@ def _bad_record_wheel(tmp: Path) -> Path:
 
 
 @needs_gcc
-def test_every_refused_input_is_named_in_one_error(tmp_path: Path, registry: Registry,
+def test_every_refused_input_is_named_in_one_error(tmp_path: Path, book: RecipeBook,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     good = vendored_wheel(tmp_path, "pkga")
     bad_record = _bad_record_wheel(tmp_path)
@@ -254,12 +254,12 @@ def test_every_refused_input_is_named_in_one_error(tmp_path: Path, registry: Reg
 
 
 @needs_gcc
-def test_install_refuses_every_bad_download_at_once(tmp_path: Path, registry: Registry) -> None:
-    from dllreg.install import devendor, write_wheelhouse
+def test_install_refuses_every_bad_download_at_once(tmp_path: Path, book: RecipeBook) -> None:
+    from dllreg.convert.install import devendor, write_wheelhouse
 
     downloads = [vendored_wheel(tmp_path, "pkga"), _bad_record_wheel(tmp_path),
                  _top_level_ext_wheel(tmp_path)]
-    result = devendor(downloads, registry, [], None, lambda line: None)
+    result = devendor(downloads, book, [], None, lambda line: None)
     house = tmp_path / "house"
     with pytest.raises(DevendorError) as exc:
         write_wheelhouse(result, house)
@@ -270,10 +270,10 @@ def test_install_refuses_every_bad_download_at_once(tmp_path: Path, registry: Re
 
 
 @needs_gcc
-def test_a_wheel_changed_after_its_check_writes_nothing(tmp_path: Path, registry: Registry) -> None:
+def test_a_wheel_changed_after_its_check_writes_nothing(tmp_path: Path, book: RecipeBook) -> None:
     path = vendored_wheel(tmp_path)
     wheel = read_input_wheel(path)
-    outputs = build_outputs(plan_devendor([wheel], registry, []))
+    outputs = build_outputs(plan_devendor([wheel], book, []))
     with zipfile.ZipFile(path) as z:
         members = [(n, z.read(n).replace(b"Test package.", b"Evil package.")) for n in z.namelist()]
     with zipfile.ZipFile(path, "w") as z:  # the same file, other bytes (RECORD no longer matches)

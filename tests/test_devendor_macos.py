@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from dllreg.__main__ import main
 from dllreg.binary.macho import MachOError, read_macho
-from dllreg.binary.machopatch import code_signed, set_install_name
-from dllreg.devendor import plan_devendor
-from dllreg.devendor_macos import NO_SUBSTITUTE, content_digest, identity
-from dllreg.devendor_read import read_input_wheel, read_library_wheel
-from dllreg.devendor_write import build_outputs, write_outputs
-from dllreg.inspect import inspect_path
-from dllreg.libwheel import Source as LibSource
-from dllreg.libwheel import SourceFile, plan_library, write_library_wheel
-from dllreg.recipes import load_registry
+from dllreg.binary.machopatch import code_signed, content_digest, set_install_name
+from dllreg.cli.main import main
+from dllreg.convert.macos import NO_SUBSTITUTE, identity
+from dllreg.convert.plan import plan_devendor
+from dllreg.convert.read import read_input_wheel, read_library_wheel
+from dllreg.convert.write import build_outputs, write_outputs
+from dllreg.env.inspect import inspect_path
+from dllreg.libwheel.package import Source as LibSource
+from dllreg.libwheel.package import SourceFile, plan_library, write_library_wheel
+from dllreg.recipes.schema import load_recipes
 from dllreg.wheelfile import WheelWriter
 from test_binary_rename import commands_end, image
 from test_macho import (
@@ -205,12 +205,12 @@ def test_a_matching_registry_library_is_not_substituted(tmp_path: Path) -> None:
         'name = "foo"\ndepurl = "dep:generic/foo"\nsummary = "s"\nlicense = "MIT"\nconda-forge = []\n'
         'debian = []\n[abi]\nsymbols = ["foo"]\n[abi.macos]\nruntime-names = ["libfoo.1.dylib"]\n'
         'vendored-names = ["libfoo.1.dylib"]\n')
-    registry = load_registry(recipes)
+    book = load_recipes(recipes)
     lib = image([dylib(LC_ID_DYLIB, f"@rpath/{FOO}"), dylib(LC_LOAD_DYLIB, SYSTEM)], 64, **ARM)
     src = LibSource("test", (SourceFile(f"lib/{FOO}", lib),), "macosx_11_0_arm64")
     available = read_library_wheel(write_library_wheel(plan_library(src, "foo", "1.2"), tmp_path / "libs"))
     wheel = read_input_wheel(delocate_wheel(tmp_path))
-    plan = plan_devendor([wheel], registry, [available])
+    plan = plan_devendor([wheel], book, [available])
     (wp,) = plan.wheels
     foo = next(d for d in wp.decisions if d.member.endswith(FOO))
     # the recipe (no source) vouches for the name; still never substituted
@@ -223,7 +223,7 @@ def test_two_wheels_share_one_library_wheel_per_build(tmp_path: Path) -> None:
     one build and become one library wheel."""
     a, b = (read_input_wheel(delocate_wheel(tmp_path / d, d)) for d in ("pkga", "pkgb"))
     assert a.data()[f"pkga/.dylibs/{FOO}"] != b.data()[f"pkgb/.dylibs/{FOO}"]
-    plan = plan_devendor([a, b], load_registry(None), [])
+    plan = plan_devendor([a, b], load_recipes(None), [])
     assert sorted(lib.name.split("-")[0] for lib in plan.libraries) == ["bar", "foo"]
     assert [str(r) for r in plan.wheels[0].requires] == [str(r) for r in plan.wheels[1].requires]
     assert all(lib.users == (a.filename, b.filename) for lib in plan.libraries if lib.name.startswith("foo"))

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import Venv, gcc_shared, has_gcc, run
-from dllreg.__main__ import main
-from dllreg.devendor import plan_devendor
-from dllreg.devendor_facts import VendoredLib
-from dllreg.devendor_read import read_input_wheel
-from dllreg.devendor_share import Copy, choose_servers, gaps
-from dllreg.recipes import load_registry
+from dllreg.cli.main import main
+from dllreg.convert.analyse import VendoredLib
+from dllreg.convert.plan import plan_devendor
+from dllreg.convert.read import read_input_wheel
+from dllreg.convert.share import Copy, choose_servers, gaps
+from dllreg.recipes.schema import load_recipes
 from test_devendor import EXT_SUFFIX, PY, platform_tag, write_wheel
 
 needs_gcc = pytest.mark.skipif(not has_gcc() or sys.platform != "linux", reason="needs gcc on Linux")
@@ -180,20 +180,20 @@ def test_real_newer_build_serves_the_older_and_all_import(tmp_path: Path, make_v
     narrow = col_wheel(tmp_path, "pkgnarrow", "1.4.0", "int col_other(void){return 5;}\n", "col_other",
                        "33333333")
     (tmp_path / "no-recipes").mkdir()
-    registry = load_registry(tmp_path / "no-recipes")
+    book = load_recipes(tmp_path / "no-recipes")
     inputs = [read_input_wheel(w) for w in (old, new)]
-    plan = plan_devendor(inputs, registry)
+    plan = plan_devendor(inputs, book)
     (d_old,), (d_new,) = (p.decisions for p in plan.wheels)
     assert d_old.served_by == f"{new.name}: pkgnew.libs/libcol-22222222.so.1"
     assert "1.3.0 >= 1.2.0 by string version" in d_old.reason
     assert (d_old.library, d_old.runtime) == (d_new.library, d_new.runtime) and d_new.served_by is None
     assert d_new.version == "1.3.0" and len(plan.libraries) == 1
     # in the other input order the newer copy still serves: never a downgrade
-    (d_new2,), (d_old2,) = (p.decisions for p in plan_devendor(inputs[::-1], registry).wheels)
+    (d_new2,), (d_old2,) = (p.decisions for p in plan_devendor(inputs[::-1], book).wheels)
     assert d_new2.served_by is None and d_old2.served_by == d_old.served_by
     # 1.4.0 lacks col_more: it cannot serve pkgnew, which stays its own library, but as the
     # newest copy with col_base it serves pkgold
-    three = plan_devendor([*inputs, read_input_wheel(narrow)], registry)
+    three = plan_devendor([*inputs, read_input_wheel(narrow)], book)
     (d_old3,), (d_new3,), (d_narrow,) = (p.decisions for p in three.wheels)
     assert d_narrow.served_by is None and d_new3.served_by is None and len(three.libraries) == 2
     assert d_old3.served_by == f"{narrow.name}: pkgnarrow.libs/libcol-33333333.so.1"
@@ -217,7 +217,7 @@ def test_real_newer_build_serves_the_older_and_all_import(tmp_path: Path, make_v
 
 
 def test_cycles_are_the_strongly_connected_groups() -> None:
-    from dllreg.devendor_facts import cycles
+    from dllreg.convert.analyse import cycles
 
     def node(member: str, *needs: str) -> VendoredLib:
         return dataclasses.replace(lib(member, member, None, set(), set()), needs=needs)
@@ -258,7 +258,7 @@ def ring_wheel(tmp: Path) -> Path:
 def test_real_cycle_is_one_library_that_loads(tmp_path: Path, make_venv: object) -> None:
     wheel = ring_wheel(tmp_path)
     (tmp_path / "no-recipes").mkdir()
-    plan = plan_devendor([read_input_wheel(wheel)], load_registry(tmp_path / "no-recipes"))
+    plan = plan_devendor([read_input_wheel(wheel)], load_recipes(tmp_path / "no-recipes"))
     (nl,) = plan.libraries
     da, db = plan.wheels[0].decisions
     assert da.library == db.library == nl.name and nl.name.startswith("ringa-1-")
@@ -294,7 +294,7 @@ def test_real_openssl_3_5_8_is_never_replaced_by_3_5_1() -> None:
                          "netCDF4==1.7.5.1.post1", "manylinux_2_28_x86_64")
     inputs = [read_input_wheel(w) for w in (netcdf, _psycopg2_wheel(Path()))]
     for order in (inputs, inputs[::-1]):
-        plan = plan_devendor(order, load_registry())
+        plan = plan_devendor(order, load_recipes())
         crypto = {p.wheel.filename.split("-")[0]: d for p in plan.wheels for d in p.decisions
                   if "/libcrypto-" in d.member}
         assert crypto["psycopg2_binary"].served_by is None and crypto["psycopg2_binary"].version == "3.5.8"
@@ -339,7 +339,7 @@ def test_a_malformed_build_note_is_one_clear_error(tmp_path: Path) -> None:
     import struct
     import zipfile
 
-    from dllreg.devendor_read import DevendorError
+    from dllreg.convert.read import DevendorError
     from test_devendor import vendored_wheel
 
     path = vendored_wheel(tmp_path)
@@ -358,13 +358,13 @@ def test_a_malformed_build_note_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "no-recipes").mkdir()
     with pytest.raises(DevendorError, match=rf"{wheel.path}: member '{member.name}': cannot read its "
                                             r"symbol versions or build identity"):
-        plan_devendor([broken], load_registry(tmp_path / "no-recipes"))
+        plan_devendor([broken], load_recipes(tmp_path / "no-recipes"))
 
 
 def test_install_reports_each_replacement() -> None:
-    from dllreg.devendor import Decision, WheelPlan
-    from dllreg.devendor_read import InputWheel
-    from dllreg.install import wheel_lines
+    from dllreg.convert.install import wheel_lines
+    from dllreg.convert.plan import Decision, WheelPlan
+    from dllreg.convert.read import InputWheel
 
     served = Decision("a.libs/libcol-1.so.1", "package",
                       "replaced by the copy in b.whl (libcol-2.so.1, 1.3.0 >= 1.2.0 by string version): ...",

@@ -28,8 +28,8 @@ from packaging.utils import parse_wheel_filename
 
 import winebed
 from conftest import CACHE, run
-from dllreg.__main__ import main
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.cli.main import main
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
 from dllreg.wheelfile import WheelWriter
 from test_binary_rename import fake_signed
 from test_devendor import recipe_toml
@@ -39,7 +39,7 @@ wine = winebed.wine  # the session fixture (one prefix and wineserver per sessio
 
 DOWNLOADS = CACHE / "downloads"
 NUMPY = "numpy-2.4.6-cp311-cp311-win_amd64.whl"
-OPENBLAS = "libscipy_openblas64_.dll"  # the runtime names the recipes give (registry/*.toml)
+OPENBLAS = "libscipy_openblas64_.dll"  # the runtime names the recipes give (recipes/*.toml)
 MSVCP = "msvcp140.dll"
 # (recipe, pip requirement, cached file) of each library wheel's PyPI source
 SOURCES = (("openblas64", "scipy-openblas64==0.3.34.481.3",

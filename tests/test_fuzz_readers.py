@@ -28,10 +28,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dllreg.config import ConsumerConfig, load_config, parse_config
+from dllreg.build.config import ConsumerConfig, load_config, parse_config
 from dllreg.errors import DllregError
-from dllreg.manifest import FORMAT_VERSION, LibraryFile, Manifest
-from dllreg.pkgconfig import parse_pc
+from dllreg.libwheel.manifest import FORMAT_VERSION, LibraryFile, Manifest
+from dllreg.libwheel.pkgconfig import parse_pc
 
 #: Inputs run per property, and in total; printed at the end of the module (pytest -s).
 RAN: Counter[str] = Counter()
@@ -315,7 +315,7 @@ def test_fixed_load_config_invalid_utf8(tmp_path: Path) -> None:
 
 def test_fixed_pc_expansion_is_exponential() -> None:
     code = textwrap.dedent("""
-        from dllreg.pkgconfig import parse_pc
+        from dllreg.libwheel.pkgconfig import parse_pc
         from dllreg.errors import DllregError
         text = "v0=x\\n" + "".join(f"v{i + 1}=${{v{i}}}${{v{i}}}\\n" for i in range(30))
         try:

@@ -1,4 +1,4 @@
-"""Tests for dllreg.inspect and `python -m dllreg inspect`: gcc- and mingw-built binaries in wheels
+"""Tests for dllreg.env.inspect and `python -m dllreg inspect`: gcc- and mingw-built binaries in wheels
 written with zipfile, the pure core over hand-made facts (Mach-O, delay imports, registry), bad input,
 and the real numpy/scipy wheels for manylinux, win_amd64 and macOS (marked realwheels)."""
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import gcc_shared, has_gcc, run
-from dllreg.__main__ import main
 from dllreg.binary import BinaryError
-from dllreg.errors import DllregError
-from dllreg.inspect import (
+from dllreg.cli.inspect_output import render_text, to_json
+from dllreg.cli.main import main
+from dllreg.env.inspect import (
     Binary,
     Member,
     Report,
@@ -30,7 +30,7 @@ from dllreg.inspect import (
     inspect_path,
     inspect_wheel_members,
 )
-from dllreg.inspect_output import render_text, to_json
+from dllreg.errors import DllregError
 
 needs_gcc = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
 MINGW = "x86_64-w64-mingw32-gcc"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CACHE, Venv, run
-from dllreg.install import (
+from dllreg.convert.install import (
     InstallError,
     Target,
     check_requirements,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dllreg.errors import ManifestError
-from dllreg.manifest import LibraryFile, Manifest
+from dllreg.libwheel.manifest import LibraryFile, Manifest
 from dllreg.names import NativeRequirement
 
 SHA = "a" * 64

@@ -16,7 +16,7 @@ import pytest
 from packaging.metadata import Metadata
 
 from conftest import CACHE, QSUM_C, gcc_shared, run
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from test_e2e import write_consumer
 
 DOWNLOADS = CACHE / "downloads"
@@ -142,8 +142,8 @@ def test_devendored_numpy_and_its_library_wheels(tmp_path: Path) -> None:
 
 def test_sdist_requires_dist_is_static_only_when_every_platform_agrees() -> None:
     from dllreg.build import _static_choices
-    from dllreg.config import ConsumerConfig, parse_config
-    from dllreg.sdist import sdist_changes
+    from dllreg.build.config import ConsumerConfig, parse_config
+    from dllreg.build.sdist import sdist_changes
 
     def config(requires: list[str]) -> ConsumerConfig:
         return parse_config({"tool": {"dllreg": {"backend": "setuptools.build_meta", "requires": requires}}})

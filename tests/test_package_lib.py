@@ -11,8 +11,8 @@ from installer.sources import WheelFile
 from installer.utils import parse_metadata_file
 
 from conftest import QSUM_C, gcc_shared
-from dllreg.__main__ import main
-from dllreg.manifest import Manifest
+from dllreg.cli.main import main
+from dllreg.libwheel.manifest import Manifest
 
 
 def package(source: Path, out: Path, *extra: str, version: str = "3.1.4") -> tuple[int, str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from dllreg.errors import DllregError
-from dllreg.manifest import LibraryFile, Manifest
+from dllreg.libwheel.manifest import LibraryFile, Manifest
+from dllreg.libwheel.pkgconfig import flags, parse_pc, render_pc
 from dllreg.names import NativeRequirement
-from dllreg.pkgconfig import flags, parse_pc, render_pc
 
 
 def manifest(**kw: object) -> Manifest:

@@ -31,7 +31,7 @@ import pytest
 import test_stub_runtime
 import winebed
 from conftest import gcc_shared, has_gcc
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from test_stub_runtime import add_consumer, add_library
 
 pytestmark = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
@@ -53,7 +53,7 @@ import json, os, sys, _ctypes
 sys.path[:0] = [*{front!r}, {site!r}]  # relative plants first, then the real site
 calls = []
 if {record!r}:
-    from dllreg._runtime import _state
+    from dllreg.stub._runtime import _state
     st = _state()
     st.loader = lambda path, flags: calls.append(path) or _ctypes.dlopen(path, flags)
 try:

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from dllreg.manifest import LibraryFile, Manifest
-from dllreg.names import NativeRequirement
-from dllreg.pyinstaller_hook import (
+from dllreg.convert.pyinstaller import (
     HOOK_TEXT,
     Collected,
     get_hook_dirs,
     plan_collection,
     stub_modules,
 )
-from dllreg.registry import Consumer, InstalledLibrary
+from dllreg.env.registry import Consumer, InstalledLibrary
+from dllreg.libwheel.manifest import LibraryFile, Manifest
+from dllreg.names import NativeRequirement
 
 SITE = Path("/site")
 
@@ -70,7 +70,7 @@ def test_missing_is_reported_unless_vendored_and_markers_apply() -> None:
 
 
 def test_a_pypi_provider_copy_gets_its_files_hashed() -> None:
-    # A PyPI wheel installed as it is (docs/registry.md): absolute paths, RECORD-form hashes.
+    # A PyPI wheel installed as it is (docs/recipes.md): absolute paths, RECORD-form hashes.
     path = "/site/scipy_openblas32/lib/libscipy_openblas.so"
     m = Manifest("openblas", "0.3.30", "manylinux_2_28_x86_64",
                  (LibraryFile(path, "libscipy_openblas.so", "sha256=abc"),),

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QSUM_C, gcc_shared, has_gcc
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from test_stub_runtime import add_consumer, add_library
 
 # $1 is the directory to make read-only; the rest is the command run under that mount.

@@ -1,4 +1,4 @@
-"""Tests for dllreg.recipes: the shipped recipes, the schema's errors, DepURLs, the PEP 725
+"""Tests for dllreg.recipes.schema: the shipped recipes, the schema's errors, DepURLs, the PEP 725
 [external] mapping and its reconciliation with [tool.dllreg], ABI checks on gcc-built libraries
 and on the real scipy-openblas wheels (marked realwheels), and fetching a source with pip."""
 
@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 
 from conftest import gcc_shared, has_gcc
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
-from dllreg.pep725 import reconcile, requirements_from_external
-from dllreg.recipe_build import (
+from dllreg.recipes.pep725 import reconcile, requirements_from_external
+from dllreg.recipes.schema import DepURL, RecipeBook, RecipeError, load_recipes, parse_depurl
+from dllreg.recipes.source import (
     check_abi,
     compatible_platforms,
     fetch_source,
     platform_family,
     recipe_source,
 )
-from dllreg.recipes import DepURL, RecipeError, Registry, load_registry, parse_depurl
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,8 +38,8 @@ SHIPPED = {"openblas", "openblas64", "libopenblas", "gfortran", "quadmath", "msv
 
 
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_registry()
+def book() -> RecipeBook:
+    return load_recipes()
 
 
 def req(text: str) -> NativeRequirement:
@@ -49,17 +49,17 @@ def req(text: str) -> NativeRequirement:
 # --- the shipped recipes ----------------------------------------------------------------------
 
 
-def test_every_shipped_recipe_validates(registry: Registry) -> None:
-    assert set(registry.names()) == SHIPPED
-    from_dir = load_registry(ROOT / "registry")  # the packaged copy is the repository's
+def test_every_shipped_recipe_validates(book: RecipeBook) -> None:
+    assert set(book.names()) == SHIPPED
+    from_dir = load_recipes(ROOT / "recipes")  # the packaged copy is the repository's
     assert [(r.name, r.depurl, r.abi, r.sources) for r in from_dir.recipes] == \
-        [(r.name, r.depurl, r.abi, r.sources) for r in registry.recipes]
-    for r in registry.recipes:
+        [(r.name, r.depurl, r.abi, r.sources) for r in book.recipes]
+    for r in book.recipes:
         assert r.path.endswith(f"{r.name}.toml") and r.summary and r.license and r.abi
 
 
-def test_shipped_facts(registry: Registry) -> None:
-    lp64, ilp64 = registry.require("openblas"), registry.require("openblas64")
+def test_shipped_facts(book: RecipeBook) -> None:
+    lp64, ilp64 = book.require("openblas"), book.require("openblas64")
     assert str(lp64.depurl) == "dep:generic/openblas"
     assert lp64.abi_for("linux").runtime_names == ("libscipy_openblas.so",)  # type: ignore[union-attr]
     assert ilp64.abi_for("windows").runtime_names == ("libscipy_openblas64_.dll",)  # type: ignore[union-attr]
@@ -67,26 +67,26 @@ def test_shipped_facts(registry: Registry) -> None:
     assert {a.integer for a in lp64.abi} == {"lp64"} and {a.integer for a in ilp64.abi} == {"ilp64"}
     assert lp64.source_for("linux").requirement == "scipy-openblas32"
     assert ilp64.source_for("macos").requirement == "scipy-openblas64"
-    assert registry.by_depurl("dep:github/OpenMathLib/OpenBLAS") is lp64
-    assert {r.name for r in registry.providers("dep:virtual/interface/blas")} == {"openblas", "openblas64"}
-    assert registry.require("gfortran").requires == (req("quadmath"),)
-    assert registry.require("msvc-runtime").abi_for("linux") is None
+    assert book.by_depurl("dep:github/OpenMathLib/OpenBLAS") is lp64
+    assert {r.name for r in book.providers("dep:virtual/interface/blas")} == {"openblas", "openblas64"}
+    assert book.require("gfortran").requires == (req("quadmath"),)
+    assert book.require("msvc-runtime").abi_for("linux") is None
     for name in ("gfortran", "quadmath"):  # no wheel on PyPI ships them standalone
         with pytest.raises(RecipeError, match=rf"{name}\.toml: no PyPI source for {name} .*--from"):
-            registry.require(name).source_for("linux")
+            book.require(name).source_for("linux")
 
 
 def test_packages_in_pyproject_match_the_source_tree() -> None:
-    """pyproject.toml lists packages by hand (package-dir maps registry/ to dllreg._recipes)."""
+    """pyproject.toml lists packages by hand (package-dir maps recipes/ to dllreg._recipes)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {".".join(p.parent.relative_to(ROOT / "src").parts)
                for p in (ROOT / "src" / "dllreg").rglob("__init__.py")}
     assert set(config["packages"]) == on_disk | {"dllreg._recipes"}
-    assert config["package-dir"]["dllreg._recipes"] == "registry"
+    assert config["package-dir"]["dllreg._recipes"] == "recipes"
 
 
 def test_every_recipe_key_is_documented() -> None:
-    doc = (ROOT / "docs" / "registry.md").read_text()
+    doc = (ROOT / "docs" / "recipes.md").read_text()
     keys: set[str] = set()
 
     def walk(table: dict[str, Any]) -> None:
@@ -95,7 +95,7 @@ def test_every_recipe_key_is_documented() -> None:
             if isinstance(v, dict):
                 walk(v)
 
-    for f in (ROOT / "registry").glob("*.toml"):
+    for f in (ROOT / "recipes").glob("*.toml"):
         walk(tomllib.loads(f.read_text()))
     assert {k for k in keys if f"`{k}`" not in doc} == set()
 
@@ -120,7 +120,7 @@ runtime-names = ["libfoo.so.1"]
 
 def test_minimal_recipe_loads(tmp_path: Path) -> None:
     (tmp_path / "foo.toml").write_text(GOOD)
-    (foo,) = load_registry(tmp_path).recipes
+    (foo,) = load_recipes(tmp_path).recipes
     assert (foo.name, foo.depurl, foo.sources, foo.provides) == \
         ("foo", parse_depurl("dep:generic/foo"), (), ())
 
@@ -176,7 +176,7 @@ def test_schema_errors_name_file_and_key(tmp_path: Path, case: str) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(RecipeError) as info:
-        load_registry(tmp_path)
+        load_recipes(tmp_path)
     text = str(info.value)
     assert text.startswith(str(tmp_path / culprit) + ": "), text
     assert message in text, text
@@ -241,50 +241,50 @@ def external(*host: str, tool: list[str] | None = None, **more: Any) -> dict[str
     return data
 
 
-def test_external_gives_the_same_result_as_tool_dllreg(registry: Registry) -> None:
-    ext = requirements_from_external(external("dep:generic/openblas@>=0.3"), registry)
+def test_external_gives_the_same_result_as_tool_dllreg(book: RecipeBook) -> None:
+    ext = requirements_from_external(external("dep:generic/openblas@>=0.3"), book)
     assert ext == [req("openblas>=0.3")]
     assert reconcile([req("openblas>=0.3")], ext) == [req("openblas>=0.3")]
     assert reconcile([], ext) == ext and reconcile([req("openblas>=0.3")], []) == [req("openblas>=0.3")]
 
 
-def test_external_mapping_rules(registry: Registry) -> None:
+def test_external_mapping_rules(book: RecipeBook) -> None:
     data = external("dep:github/OpenMathLib/OpenBLAS@>=0.3", "dep:generic/openblas@<0.4",
                     "dep:virtual/compiler/c")  # compilers belong in build-requires
     with pytest.raises(RecipeError, match=r"\[external\] host-requires\[2\]: no recipe provides "
                                           r"dep:virtual/compiler/c"):
-        requirements_from_external(data, registry)
+        requirements_from_external(data, book)
     data["external"]["host-requires"].pop()
     data["external"]["build-requires"] = ["dep:virtual/compiler/c", "dep:generic/ninja"]  # not mapped
     data["external"]["optional-host-requires"] = {"extra": ["dep:generic/zlib"]}  # not mapped
     data["external"]["dependencies"] = ["dep:generic/libgfortran; sys_platform == 'linux'"]
-    assert requirements_from_external(data, registry) == [
+    assert requirements_from_external(data, book) == [
         req("openblas<0.4,>=0.3"), req('gfortran; sys_platform == "linux"')]
 
 
-def test_virtual_interfaces(registry: Registry) -> None:
+def test_virtual_interfaces(book: RecipeBook) -> None:
     scipy_like = external("dep:virtual/interface/blas", "dep:virtual/interface/lapack@>=3.7.1")
     with pytest.raises(RecipeError, match=r"host-requires\[0\]: dep:virtual/interface/blas is ambiguous: "
                                           r"provided by openblas, openblas64; name exactly one"):
-        requirements_from_external(scipy_like, registry)
+        requirements_from_external(scipy_like, book)
     scipy_like["tool"] = {"dllreg": {"requires": ["openblas64>=0.3.27"]}}
     # both interfaces resolve to the library [tool.dllreg] names, with its version range
-    assert requirements_from_external(scipy_like, registry) == [req("openblas64>=0.3.27")]
+    assert requirements_from_external(scipy_like, book) == [req("openblas64>=0.3.27")]
     both = [req("openblas"), req("openblas64")]
     with pytest.raises(RecipeError, match="ambiguous: provided by openblas, openblas64"):
-        requirements_from_external(scipy_like, registry, tool_requires=both)
+        requirements_from_external(scipy_like, book, tool_requires=both)
 
 
-def test_unknown_depurls_get_a_did_you_mean(registry: Registry) -> None:
+def test_unknown_depurls_get_a_did_you_mean(book: RecipeBook) -> None:
     with pytest.raises(RecipeError, match=r"pyproject.toml: \[external\] host-requires\[0\]: no recipe in "
                                           r"the registry has the DepURL dep:generic/openbals; did you mean "
                                           r"openblas or openblas64 or libopenblas\?"):
-        requirements_from_external(external("dep:generic/openbals"), registry)
+        requirements_from_external(external("dep:generic/openbals"), book)
     with pytest.raises(RecipeError,
                        match=r"DepURL dep:generic/libffi; known: cudart, gfortran, libopenblas, "
                              r"msvc-runtime"):
-        requirements_from_external(external("dep:generic/libffi"), registry)
-    assert requirements_from_external(external("dep:generic/libffi", "dep:generic/openblas"), registry,
+        requirements_from_external(external("dep:generic/libffi"), book)
+    assert requirements_from_external(external("dep:generic/libffi", "dep:generic/openblas"), book,
                                       ignore_unknown=True) == [req("openblas")]
 
 
@@ -296,9 +296,9 @@ def test_unknown_depurls_get_a_did_you_mean(registry: Registry) -> None:
     (external("dep:generic/openblas; os_name == 'nt'", "dep:generic/openblas"),
      r"host-requires\[1\]: openblas is listed again with another marker"),
 ])
-def test_bad_external_tables(registry: Registry, data: dict[str, Any], message: str) -> None:
+def test_bad_external_tables(book: RecipeBook, data: dict[str, Any], message: str) -> None:
     with pytest.raises(RecipeError, match=message):
-        requirements_from_external(data, registry)
+        requirements_from_external(data, book)
 
 
 def test_reconcile_names_every_disagreement() -> None:
@@ -319,14 +319,14 @@ def test_reconcile_names_every_disagreement() -> None:
     assert reconcile([req("openblas>=0.3,<1")], [req("openblas<1.0,>=0.3")]) == [req("openblas>=0.3,<1")]
 
 
-def test_suggest(registry: Registry) -> None:
-    assert registry.suggest("openbals") == ["openblas", "openblas64", "libopenblas"]
-    assert registry.suggest("libgfortran") == ["gfortran"]  # through the DepURL's name
-    assert registry.suggest("dep:generic/quadmth@>=1") == ["quadmath"]
-    assert registry.suggest("zlib") == []
+def test_suggest(book: RecipeBook) -> None:
+    assert book.suggest("openbals") == ["openblas", "openblas64", "libopenblas"]
+    assert book.suggest("libgfortran") == ["gfortran"]  # through the DepURL's name
+    assert book.suggest("dep:generic/quadmth@>=1") == ["quadmath"]
+    assert book.suggest("zlib") == []
     with pytest.raises(RecipeError, match="no recipe for library 'OpenBlas6' in the registry; did you mean "
                                           "openblas64 or openblas"):
-        registry.require("OpenBlas6")
+        book.require("OpenBlas6")
 
 
 # --- platforms ------------------------------------------------------------------------------
@@ -359,8 +359,8 @@ def fake_blas(tmp_path: Path, soname: str, prefix: str, suffix: str) -> Path:
 
 
 @needs_gcc
-def test_check_abi_on_built_libraries(tmp_path: Path, registry: Registry) -> None:
-    lp64, ilp64 = registry.require("openblas"), registry.require("openblas64")
+def test_check_abi_on_built_libraries(tmp_path: Path, book: RecipeBook) -> None:
+    lp64, ilp64 = book.require("openblas"), book.require("openblas64")
     good = plan_library(read_source(fake_blas(tmp_path, "libscipy_openblas.so", "scipy_", "")),
                         "openblas", "1")
     check_abi(lp64, good)
@@ -382,7 +382,7 @@ def test_check_abi_on_built_libraries(tmp_path: Path, registry: Registry) -> Non
                                           r"this is"):
         check_abi(lp64, renamed)
     with pytest.raises(RecipeError, match=r"msvc-runtime\.toml: abi\.linux: missing"):
-        check_abi(registry.require("msvc-runtime"), good)
+        check_abi(book.require("msvc-runtime"), good)
 
 
 @needs_gcc
@@ -402,7 +402,7 @@ def test_recipe_source_keeps_the_recipes_files(tmp_path: Path) -> None:
                         'files = ["foo_bin/lib/libfoo.so.*", "foo_bin/include/*"]\nversion = "wheel:2"\n')
     (recipes / "foo.toml").write_text(text.replace('"foo_init"', '"dgemm_"').replace(
         "[abi]\n", '[abi]\nsymbol-prefix = "foo_"\n'))
-    foo = load_registry(recipes).require("foo")
+    foo = load_recipes(recipes).require("foo")
     source, version = recipe_source(foo, wheel)
     assert version == "2.5"
     assert sorted(f.path for f in source.files) == [
@@ -414,7 +414,7 @@ def test_recipe_source_keeps_the_recipes_files(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"foo\.toml: source\.linux\.files\[1\]: "
                                           r"'foo_bin/include/\*\.hpp' matches no file in "
                                           r"foo_bin-2\.5\.1-py3-none-manylinux_2_17_x86_64"):
-        recipe_source(load_registry(recipes).require("foo"), wheel)
+        recipe_source(load_recipes(recipes).require("foo"), wheel)
 
 
 # --- the real scipy-openblas wheels ---------------------------------------------------------
@@ -423,23 +423,23 @@ PINNED = "==0.3.34.481.3"
 
 
 @pytest.fixture(scope="module")
-def openblas32_wheel(registry: Registry) -> Path:
+def openblas32_wheel(book: RecipeBook) -> Path:
     """scipy-openblas32 for manylinux x86_64, fetched by fetch_source into .cache/downloads (pip
     finds it there after the first run)."""
-    return fetch_source(registry.require("openblas"), "manylinux_2_28_x86_64", DOWNLOADS, specifier=PINNED)
+    return fetch_source(book.require("openblas"), "manylinux_2_28_x86_64", DOWNLOADS, specifier=PINNED)
 
 
 @pytest.mark.realwheels
 def test_real_scipy_openblas32_matches_openblas_not_openblas64(openblas32_wheel: Path,
-                                                               registry: Registry) -> None:
+                                                               book: RecipeBook) -> None:
     assert openblas32_wheel.name == ("scipy_openblas32-0.3.34.481.3-py3-none-"
                                      "manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl")
     plan = plan_library(read_source(openblas32_wheel), "openblas", "0.3.34.481.3")
-    check_abi(registry.require("openblas"), plan)
+    check_abi(book.require("openblas"), plan)
     with pytest.raises(RecipeError) as info:
-        check_abi(registry.require("openblas64"), plan)
+        check_abi(book.require("openblas64"), plan)
     text = str(info.value)
-    assert text.startswith(f"{registry.require('openblas64').path}: abi.linux.runtime-names: the recipe "
+    assert text.startswith(f"{book.require('openblas64').path}: abi.linux.runtime-names: the recipe "
                            "expects libscipy_openblas64_.so, the source has libscipy_openblas.so; ")
     assert "abi.symbols (symbol-prefix 'scipy_', symbol-suffix '64_'): libscipy_openblas.so does not " \
            "export scipy_dgemm_64_, scipy_cblas_dgemm64_, scipy_dgetrf_64_ (it exports scipy_dgemm_, " \
@@ -447,11 +447,11 @@ def test_real_scipy_openblas32_matches_openblas_not_openblas64(openblas32_wheel:
 
 
 @pytest.mark.realwheels
-def test_package_lib_from_the_recipe_source(openblas32_wheel: Path, registry: Registry,
+def test_package_lib_from_the_recipe_source(openblas32_wheel: Path, book: RecipeBook,
                                             tmp_path: Path) -> None:
     """What `package-lib openblas` without --from does: fetch, keep the recipe's files, plan,
     check the ABI, write."""
-    recipe = registry.require("openblas")
+    recipe = book.require("openblas")
     source, version = recipe_source(recipe, openblas32_wheel)
     plan = plan_library(source, recipe.name, version)
     check_abi(recipe, plan)
@@ -468,17 +468,17 @@ def test_package_lib_from_the_recipe_source(openblas32_wheel: Path, registry: Re
 
 
 @pytest.mark.realwheels
-def test_fetch_source_downloads_with_pip(registry: Registry, tmp_path: Path) -> None:
-    wheel = fetch_source(registry.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
+def test_fetch_source_downloads_with_pip(book: RecipeBook, tmp_path: Path) -> None:
+    wheel = fetch_source(book.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
                          specifier=PINNED)
     assert wheel.parent == tmp_path / "dl" and wheel.is_file()
     assert wheel.name.startswith("scipy_openblas32-0.3.34.481.3-py3-none-manylinux_")
-    again = fetch_source(registry.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
+    again = fetch_source(book.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
                          specifier=PINNED)
     assert again == wheel  # pip: "File was already downloaded"
     with pytest.raises(RecipeError, match=r"openblas\.toml: source\.linux\.requirement: pip could not "
                                           r"download scipy-openblas32==0\.0\.0\.1 for manylinux_2_28_x86_64"):
-        fetch_source(registry.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
+        fetch_source(book.require("openblas"), "manylinux_2_28_x86_64", tmp_path / "dl",
                      specifier="==0.0.0.1")
 
 
@@ -489,7 +489,7 @@ def test_package_lib_without_from_uses_the_recipe(tmp_path: Path,
     makes repeat runs offline-fast) and checks the result against the recipe's ABI."""
     import io
 
-    from dllreg.__main__ import main
+    from dllreg.cli.main import main
 
     buf = io.StringIO()
     assert main(["package-lib", "openblas", "--platform", "manylinux_2_28_x86_64", "-o",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CACHE, QSUM_C, gcc_shared, run
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from dllreg.names import preference
 from test_stub_runtime import add_consumer, add_library, python
 
@@ -107,7 +107,7 @@ def test_preference_between_providers(tmp_path: Path, site: Path, libdir: Path) 
 
 
 def test_stub_and_dllreg_agree_on_the_preference() -> None:
-    from dllreg import _runtime
+    from dllreg.stub import _runtime
 
     cases = {"": False, "wheel": False, "system,wheel": False, "registry": False, "vendored": True,
              "wheel, conda": False, "x,,y": False, "WHEEL": False, "registry,vendored": False,

@@ -3,7 +3,7 @@ each into one site directory (every name is shared by two processes, so the lock
 contended), then writers are killed with SIGKILL mid-run. Afterwards the registry must hold
 exactly the expected entries, none lost and none half-written, and `check --verify` passes.
 
-Each worker calls ``dllreg.__main__.main`` in a loop, as parallel conda link scripts would
+Each worker calls ``dllreg.cli.main.main`` in a loop, as parallel conda link scripts would
 call ``python -m dllreg register``. Slow (~15-30 s): marked e2e.
 """
 
@@ -69,7 +69,7 @@ class Writer:
         self.counter, self.slot = counter, slot
 
     def _call(self, *argv: str) -> None:
-        from dllreg.__main__ import main
+        from dllreg.cli.main import main
 
         err = io.StringIO()
         with redirect_stderr(err):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import QSUM_C, Venv, gcc_shared, run
-from dllreg.manifest import LibraryFile, Manifest
-from dllreg.repair import RepairError, plan_repair, raised_platforms
-from dllreg.vendor import LibraryCopy
+from dllreg.convert.repair import RepairError, plan_repair, raised_platforms
+from dllreg.convert.vendor import LibraryCopy
+from dllreg.libwheel.manifest import LibraryFile, Manifest
 from test_e2e import pip_wheel, write_consumer
 
 MAPS = ("import json, {pkg}; print({pkg}.qsum(10)); "
@@ -64,7 +64,7 @@ def test_plans_for_each_platform() -> None:
                       [copy_of("qsum", "libqsum.dll", "win_amd64"), copy_of("zz", "zz.dll", "win_amd64")],
                       "/out", "w.whl", launch=launch)
     assert win.command == ("delvewheel", "-w", "/out", "-v", "--exclude", "libqsum.dll:zz.dll", "w.whl")
-    from dllreg.repair import launcher
+    from dllreg.convert.repair import launcher
 
     assert launcher("auditwheel", "py") == ("py", "-m", "auditwheel", "repair")
     # the tools' own command lines take these options (the real tools, installed by the test extra)
@@ -162,7 +162,7 @@ def test_plain_auditwheel_copy_is_refused_and_flagged(tmp_path: Path, wheelhouse
 
 
 def test_duplicate_copies_by_name_without_the_hash() -> None:
-    from dllreg.check import duplicate_copies
+    from dllreg.env.check import duplicate_copies
 
     names = {"libqsum.so.3": "qsum", "libscipy_openblas.dll": "openblas", "@rpath/libfoo.1.dylib": "foo"}
     paths = ["q.libs/libqsum-1a2b3c4d.so.3", "q.libs/libscipy_openblas-0123456789abcdef0123456789abcdef.dll",
@@ -176,8 +176,8 @@ def test_duplicate_copies_by_name_without_the_hash() -> None:
 def test_inspect_names_a_declared_library_that_is_not_installed(qsum_dir: Path, tmp_path: Path) -> None:
     """A consumer's need of a library its dllreg.json declares, not installed here: 'registry',
     with the pip install that brings it, not 'missing'."""
-    from dllreg.inspect import inspect_path
-    from dllreg.inspect_output import render_text
+    from dllreg.cli.inspect_output import render_text
+    from dllreg.env.inspect import inspect_path
     from dllreg.wheelfile import WheelWriter
 
     ext = gcc_shared(tmp_path / "_q.so", "long qsum(long); long f(void){return qsum(3);}", None,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import has_gcc
-from dllreg.registry import site_dirs
+from dllreg.env.registry import site_dirs
 from test_stub_runtime import add_consumer, add_library, python
 
 pytestmark = pytest.mark.skipif(not has_gcc(), reason="needs gcc")
@@ -135,7 +135,7 @@ def test_check_with_python_dash_p_and_the_console_script(lay: Layout) -> None:
 COMPARE = """
 import json, sys
 sys.path[:0] = {entries!r}
-from dllreg.registry import site_dirs
+from dllreg.env.registry import site_dirs
 dirs = [str(p) for p in site_dirs()]
 try:
     import cpkg

@@ -1,10 +1,10 @@
-"""The stub's manifest reader (``_runtime._manifest``) against dllreg's own (``manifest.py``).
+"""The stub's manifest reader (``_runtime._manifest``) against dllreg's own (``libwheel/manifest.py``).
 
-The stub cannot import manifest.py, so it carries a reader of its own, written for speed
+The stub cannot import libwheel/manifest.py, so it carries a reader of its own, written for speed
 (str.find, no dataclasses). It is also the stub's security boundary: every path it returns
-goes to the loader. Hypothesis checks that it accepts exactly the Library paths manifest.py
+goes to the loader. Hypothesis checks that it accepts exactly the Library paths libwheel/manifest.py
 accepts, for wheels and for external providers, that what it accepts stays inside the
-library's folder (or is absolute and normalized), and that it reads what manifest.py writes.
+library's folder (or is absolute and normalized), and that it reads what libwheel/manifest.py writes.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dllreg import _runtime
 from dllreg.errors import DllregError
-from dllreg.manifest import LibraryFile, Manifest, _check_abspath, _check_relpath
+from dllreg.libwheel.manifest import LibraryFile, Manifest, _check_abspath, _check_relpath
 from dllreg.names import NativeRequirement
+from dllreg.stub import _runtime
 
 SHA = "ab" * 32
 _DIR = Path(tempfile.mkdtemp(prefix="dllreg-stub-manifest-"))

@@ -20,7 +20,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 
 from conftest import QSUM_C, gcc_shared
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
 from dllreg.stub import IMPORT_LINE, render_stub
 
@@ -278,7 +278,7 @@ def test_windows_error_126_names_the_missing_import(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # The message builder runs on Linux here; the real Windows loader is exercised under
     # Wine in test_wine_stub.py. 126 for a DLL that exists means one of its imports is missing.
-    from dllreg._errors import describe_failure
+    from dllreg.stub._errors import describe_failure
 
     libdir = tmp_path / "bin"
     libdir.mkdir()

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import QSUM_C, gcc_shared
-from dllreg.consumer import patch_wheel
-from dllreg.libwheel import plan_library, read_source, write_library_wheel
+from dllreg.build.consumer import patch_wheel
+from dllreg.libwheel.package import plan_library, read_source, write_library_wheel
 from dllreg.names import NativeRequirement
 from dllreg.wheelfile import WheelWriter
 from test_stub_runtime import install_wheel, python
@@ -113,13 +113,13 @@ def test_vendor_takes_the_installed_library_and_its_dependencies(tmp_path: Path)
     site = tmp_path / "site"
     dep = tmp_path / "dep-src"
     gcc_shared(dep / "lib" / "libbase.so.1", "long base(void){return 7;}", "libbase.so.1")
-    from dllreg.libwheel import plan_library as plan
+    from dllreg.libwheel.package import plan_library as plan
 
     install_wheel(write_library_wheel(plan(read_source(dep), "base", "1.0"), tmp_path / "w"), site)
     install_wheel(library_wheel(tmp_path, "3.1.4", QSUM_C, tmp_path / "w", ("base>=1",)), site)
     consumer = consumer_wheel(tmp_path, tmp_path / "consumer")
     r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                        "from dllreg.__main__ import main; sys.exit(main(sys.argv[2:]))", str(site),
+                        "from dllreg.cli.main import main; sys.exit(main(sys.argv[2:]))", str(site),
                         "vendor", str(consumer), "-o", str(tmp_path / "out")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

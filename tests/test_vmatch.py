@@ -1,4 +1,4 @@
-"""dllreg._vmatch.spec_contains must agree exactly with packaging's SpecifierSet.
+"""dllreg.stub._vmatch.spec_contains must agree exactly with packaging's SpecifierSet.
 
 The reference is packaging 26.3, pinned in the test extra: packaging's own edge cases move
 between releases (26.3 changed ~= prefixes, 26.4 changed ===/non-ASCII handling), and the
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-SOURCE_PATH = Path(__file__).resolve().parents[1] / "src" / "dllreg" / "_vmatch.py"
+SOURCE_PATH = Path(__file__).resolve().parents[1] / "src" / "dllreg" / "stub" / "_vmatch.py"
 SOURCE = SOURCE_PATH.read_text(encoding="utf-8")
 _NS: dict[str, Any] = {}
 exec(compile(SOURCE, str(SOURCE_PATH), "exec"), _NS)
@@ -435,7 +435,7 @@ def test_runtime_fast_path_agrees_with_packaging() -> None:
     """_runtime._satisfies decides plain releases (local labels included) itself through
     _quick and defers everything else to spec_contains; both routes must agree with
     packaging (specs in stubs are always valid), and _quick must decide most plain cases."""
-    from dllreg._runtime import _quick, _satisfies
+    from dllreg.stub._runtime import _quick, _satisfies
 
     rnd = random.Random(7)
     ops = ("==", "!=", "<=", ">=", "~=", "<", ">", "==", "!=")

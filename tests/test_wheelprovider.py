@@ -16,17 +16,17 @@ import pytest
 from conftest import QSUM_C, gcc_shared, has_gcc
 from dllreg.errors import RequirementError
 from dllreg.names import NativeRequirement
-from dllreg.recipes import RecipeError, load_registry, parse_recipe
-from dllreg.stub import render_stub
-from dllreg.wheelprovider import (
+from dllreg.recipes.schema import RecipeError, load_recipes, parse_recipe
+from dllreg.recipes.wheelprovider import (
     library_version,
     requirement_for,
     resolve_choices,
     wheel_manifest,
     wheel_specifier,
 )
+from dllreg.stub import render_stub
 
-REG = load_registry()
+REG = load_recipes()
 LP64 = REG.require("openblas").pypi_for("linux")
 assert LP64 is not None
 
@@ -73,7 +73,7 @@ def test_consumers_require_the_pypi_wheel_by_default() -> None:
 def _openblas_data() -> dict[str, Any]:
     import tomllib
 
-    return tomllib.loads((Path(__file__).parent.parent / "registry" / "openblas.toml").read_text())
+    return tomllib.loads((Path(__file__).parent.parent / "recipes" / "openblas.toml").read_text())
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -91,7 +91,7 @@ def test_bad_pypi_tables_name_file_and_key(edit: Any, message: str) -> None:
     edit(data)
     data.pop("source")
     with pytest.raises(RecipeError, match=r"openblas\.toml: " + message):
-        parse_recipe(data, "registry/openblas.toml")
+        parse_recipe(data, "recipes/openblas.toml")
 
 
 # --- the real stub on a pip-shaped layout ---------------------------------------------------
@@ -205,8 +205,8 @@ def test_verify_compares_the_wheel_files_with_its_record(tmp_path: Path) -> None
 
 
 def test_check_suggests_the_pypi_wheel_for_a_missing_library(tmp_path: Path) -> None:
-    from dllreg.check import find_problems
-    from dllreg.registry import Consumer
+    from dllreg.env.check import find_problems
+    from dllreg.env.registry import Consumer
 
     reqs = (NativeRequirement.parse("openblas>=0.3.30"), NativeRequirement.parse("openblas64>=0.3.34.481.3"))
     (a, b) = find_problems([], [Consumer("pkg", "1.0", reqs, tmp_path)], [])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import winebed
-from dllreg.__main__ import main
+from dllreg.cli.main import main
 from dllreg.stub import IMPORT_LINE
 from test_stub_runtime import install_wheel
 from winebed import CPYTHON_EXT_FLAGS, WineBed, mingw, parse_harness, winpath, write_preloads
@@ -69,7 +69,7 @@ def record(*sites: Path, imports: str, extra: str = "") -> tuple[list[list[objec
     code = textwrap.dedent(f"""\
         import json, sys
         sys.path[:0] = {[str(s) for s in sites]!r}
-        from dllreg._runtime import _state
+        from dllreg.stub._runtime import _state
         st = _state()
         st.windows = True
         calls, dirs = [], []
@@ -108,7 +108,7 @@ class Bed:
 
     @staticmethod
     def pkg_config(site: Path) -> list[str]:
-        code = (f"import sys; sys.path.insert(0, {str(site)!r}); from dllreg.__main__ import main; "
+        code = (f"import sys; sys.path.insert(0, {str(site)!r}); from dllreg.cli.main import main; "
                 "sys.exit(main(['pkg-config', 'qsum', '--cflags', '--libs']))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
@@ -201,8 +201,8 @@ def test_missing_dependency_of_the_dependency_is_named(wine: WineBed, bed: Bed, 
     res = replay(wine, bed, "dep", calls)  # Windows' own answer: the preload fails with 126
     assert res.error is not None and res.error[0] == "preload-error" and res.error[2] == 126
     # The stub's message for that exact error names the DLL that is really missing.
-    from dllreg._errors import describe_failure
-    from dllreg.manifest import Manifest
+    from dllreg.libwheel.manifest import Manifest
+    from dllreg.stub._errors import describe_failure
 
     manifest = Manifest.from_text((site / "dllreg.libs" / "qsum2" / "MANIFEST").read_text())
 
@@ -274,7 +274,7 @@ def test_real_openblas_dll_from_the_scipy_openblas32_wheel(wine: WineBed, bed: B
     text = (lib / "MANIFEST").read_text()
     assert "Library: bin/libscipy_openblas.dll\tlibscipy_openblas.dll\t" in text
     assert "Import-Library: lib/libscipy_openblas.lib" in text
-    code = (f"import sys; sys.path.insert(0, {str(site)!r}); from dllreg.__main__ import main; "
+    code = (f"import sys; sys.path.insert(0, {str(site)!r}); from dllreg.cli.main import main; "
             "sys.exit(main(['pkg-config', 'openblas', '--cflags', '--libs']))")
     flags = shlex.split(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                        text=True, check=True).stdout)

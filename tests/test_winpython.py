@@ -4,7 +4,7 @@ No stand-in: python.exe, python3X.dll and their loader are python.org's embeddab
 distribution (tests/winpython.py). The library wheel is ``package-lib`` of a mingw-built
 DLL; the consumer's ``.pyd`` is built with mingw against the real python3X.dll and linked
 through the library wheel's pkg-config flags, wrapped in a win_amd64 wheel that
-``dllreg.consumer.patch_wheel`` (the backend's own code path) turns into a consumer; the
+``dllreg.build.consumer.patch_wheel`` (the backend's own code path) turns into a consumer; the
 real Windows pip installs both (resolving the consumer's ``dllreg-lib-qsum`` requirement).
 
 The planting vectors of test_planting.py that exist on Windows are re-run here with the
@@ -30,7 +30,7 @@ import pytest
 
 import winebed
 import winpython
-from dllreg.consumer import patch_wheel
+from dllreg.build.consumer import patch_wheel
 from dllreg.names import NativeRequirement
 from dllreg.wheelfile import WheelWriter
 from test_stub_runtime import install_wheel
@@ -196,7 +196,7 @@ class Plants:
 
 @pytest.fixture(scope="module")
 def plants(tmp_path_factory: pytest.TempPathFactory) -> Plants:
-    from dllreg.__main__ import main
+    from dllreg.cli.main import main
 
     tmp = tmp_path_factory.mktemp("winpy-plants")
     dll = mingw(tmp / "src" / "bin" / "libqsum.dll", PLANT_C, "-shared")

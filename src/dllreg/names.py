@@ -24,7 +24,7 @@ REGISTRY_DIR = "dllreg.libs"
 WHEEL = "wheel"
 EXTERNAL_PROVIDERS = ("conda", "system")
 #: A PyPI wheel installed as it is that a recipe names as a provider (``[pypi.FAMILY]``,
-#: docs/registry.md); shown as ``pypi:<dist>``.
+#: docs/recipes.md); shown as ``pypi:<dist>``.
 PYPI = "pypi"
 #: Default preference among copies in one site directory (docs/providers.md): what the
 #: environment manager or the user registered explicitly comes before a wheel's copy, so the

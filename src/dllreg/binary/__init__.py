@@ -2,6 +2,8 @@
 
 ``elf``, ``pe`` and ``macho`` each read their format exactly; ``read_binary`` dispatches on
 the magic bytes and returns the facts dllreg decides with, whatever the format.
+The readers and patchers work on bytes and return dataclasses; they import only the ground
+floor (errors). What a binary needs and who provides it is decided above, in env/inspect.py.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ input raises MachOError.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable, Mapping
 
@@ -201,3 +202,15 @@ def variable_ranges(data: bytes) -> tuple[tuple[int, int], ...]:
             start = min(signature[0], len(thin))
             out.append((offset + start, offset + min(start + signature[1], len(thin))))
     return tuple(sorted(out))
+
+
+def content_digest(data: bytes) -> str:
+    """sha256 of a Mach-O file outside what patching and signing change (its load commands with
+    their padding, its code signature): equal for one build whatever install names delocate
+    wrote into each copy (``/DLC/<pkg>/.dylibs/...``)."""
+    h, at = hashlib.sha256(), 0
+    for start, end in variable_ranges(data):
+        h.update(data[at:max(start, at)])
+        at = max(at, end)
+    h.update(data[at:])
+    return h.hexdigest()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import struct
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ class PEInfo:
     delay_imports: tuple[str, ...]
     exports: frozenset[str]
     imported: frozenset[tuple[str, str]]
+    code_digest: str = ""  # sha256 of the executable sections: the build, whatever its names
 
 
 def _signature_problem(data: bytes) -> str | None:
@@ -176,7 +178,16 @@ def _read(pe: Any, size: int) -> PEInfo:
         delay_imports=delay_imports,
         exports=exports,
         imported=frozenset(imported),
+        code_digest=_code_digest(pe),
     )
+
+
+def _code_digest(pe: Any) -> str:
+    digest = hashlib.sha256()
+    for section in pe.sections:
+        if section.Characteristics & 0x20000000:  # IMAGE_SCN_MEM_EXECUTE
+            digest.update(section.get_data())
+    return digest.hexdigest()
 
 
 def read_pe(data: bytes) -> PEInfo:

@@ -55,23 +55,26 @@ def is_extension_module(name: str, content: bytes) -> bool:
     exports ``PyInit_<module>`` (what the import system calls); a library that something
     dlopens by path (netCDF4's HDF5 filter plugins in ``netCDF4/plugins/``) is not. Mach-O
     export tries are not read, and an unreadable file is not judged: both count by name."""
-    module = name.rsplit("/", 1)[-1].split(".", 1)[0]
-    wanted = {f"PyInit_{module}"}
     try:
         if is_elf(content):
             from ..binary.elf import read_elf
 
-            exported: Iterable[str] = read_elf(content).exported
-        elif content[:2] == b"MZ":
+            return exports_module_init(name, read_elf(content).exported)
+        if content[:2] == b"MZ":
             from ..binary.pe import read_pe
 
-            exported = read_pe(content).exports
-        else:
-            return True
+            return exports_module_init(name, read_pe(content).exports)
     except ValueError:  # ELFError / PEError: some other tool will say what is wrong
-        return True
+        pass
+    return True
+
+
+def exports_module_init(name: str, exported: Iterable[str]) -> bool:
+    """Whether ``exported`` (the symbols of the file ``name``) holds its module's init function."""
+    module = name.rsplit("/", 1)[-1].split(".", 1)[0]
+    wanted = f"PyInit_{module}"
     # PEP 489: a non-ASCII module name is exported punycoded as PyInitU_<name>
-    return any(s in wanted or s.startswith("PyInitU_") for s in exported)
+    return any(s == wanted or s.startswith("PyInitU_") for s in exported)
 
 
 def stub_packages(members: Iterable[str], is_extension: Callable[[str], bool] | None = None) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from ..build.consumer import extension_name, is_extension_module
+from ..build.consumer import extension_name
 from ..errors import DllregError
 from ..libwheel.manifest import MANIFEST_NAME, Manifest
 from ..libwheel.package import LibraryPlan, plan_library
@@ -31,6 +31,7 @@ from ..names import REGISTRY_DIR, library_of_dist
 from ..recipes.schema import Recipe
 from ..recipes.source import check_abi, recipe_source
 from ..wheelfile import open_wheel, safe_members
+from .facts import BinaryFacts, binary_facts, is_binary
 
 #: Uncompressed bytes one input wheel may hold: far above numpy + scipy (~150 MB), far below
 #: what would exhaust memory here.
@@ -57,6 +58,8 @@ class WheelMember:
     head: bytes = b""  # its first bytes: what kind of file it is, without reading it again
     crc: int = 0  # CRC-32 of the checked bytes
     extension: bool = False  # named like an extension module, and one (consumer.is_extension_module)
+    sha256: str = ""  # hex digest of the checked bytes
+    facts: BinaryFacts | None = None  # a binary's facts, read with its bytes (convert/facts.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,15 +179,18 @@ def record_rows(text: bytes, record: str) -> tuple[dict[str, tuple[str, str]], l
     return listed, problems
 
 
-def member_problem(name: str, data: bytes, listed: dict[str, tuple[str, str]]) -> str | None:
-    """Why one member's bytes disagree with its RECORD row, if they do."""
+def member_problem(name: str, data: bytes, listed: dict[str, tuple[str, str]],
+                   sha256: bytes | None = None) -> str | None:
+    """Why one member's bytes disagree with its RECORD row, if they do (``sha256``: the bytes'
+    digest when the caller has it)."""
     if name not in listed:
         return f"member {name!r} is not listed in RECORD"
     digest, size = listed[name]
     algo, _, value = digest.partition("=")
     if algo not in _HASHES:
         return f"member {name!r}: RECORD hash {digest!r} is not sha256/384/512"
-    want = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
+    raw = sha256 if algo == "sha256" and sha256 is not None else hashlib.new(algo, data).digest()
+    want = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     if value != want:
         return f"member {name!r} does not match its RECORD hash (altered after signing?)"
     if size and size != str(len(data)):
@@ -230,11 +236,15 @@ def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel
             members = []
             for i in infos:
                 data = _member_bytes(zf, i, origin)
-                problem = None if i.filename in skip else member_problem(i.filename, data, listed)
+                digest = hashlib.sha256(data).digest()
+                problem = None if i.filename in skip else member_problem(i.filename, data, listed, digest)
                 problems += [problem] if problem else []
-                ext = bool(extension_name(i.filename)) and is_extension_module(i.filename, data)
+                # a binary is parsed here, once, while its bytes are in hand (convert/facts.py)
+                facts = binary_facts(i.filename, data) if is_binary(i.filename, data[:8]) else None
+                ext = bool(extension_name(i.filename)) and (facts is None or facts.module_init)
                 members.append(WheelMember(i.filename, i.file_size, bool((i.external_attr >> 16) & 0o111),
-                                           i.date_time, data[:8], i.CRC, ext))
+                                           i.date_time, data[:8], i.CRC, ext, digest.hex(), facts))
+                del data
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
         raise DevendorError(f"{origin}: corrupt wheel ({exc})") from None
     except DevendorError:
@@ -265,74 +275,71 @@ def refusal(refused: Sequence[str], total: int) -> DevendorError:
                          + "\n".join(refused))
 
 
-def _library_wheel(path: str, manifest: Manifest, files: dict[str, bytes]) -> LibraryWheel:
-    """The facts of a library wheel from its manifest and its library files (by manifest path)."""
-    from ..binary.elf import read_elf
-    from ..binary.macho import is_macho, read_macho
-    from ..binary.pe import read_pe
-
+def _library_wheel(path: str, manifest: Manifest, facts: Callable[[str], BinaryFacts | None]) -> LibraryWheel:
+    """The facts of a library wheel from its manifest and the facts of its library files (by
+    manifest path; None for a file not in the wheel)."""
     exports: set[str] = set()
     arch, size = "", 0
     for lib in manifest.libraries:
-        blob = files.get(lib.path)
-        if blob is None:
+        f = facts(lib.path)
+        if f is None:
             raise DevendorError(f"{path}: the manifest lists {lib.path}, which is not in the wheel")
-        size += len(blob)
-        try:
-            if blob[:2] == b"MZ":
-                pe = read_pe(blob)
-                exports |= pe.exports
-                arch = pe.machine
-            elif is_macho(blob):  # dllreg does not read the export trie
-                arch = read_macho(blob).arches[0].arch
-            else:
-                elf = read_elf(blob)
-                exports |= elf.exported
-                arch = elf.machine
-        except ValueError as exc:
-            raise DevendorError(f"{path}: {lib.path}: {exc}") from None
+        if f.binary is None:
+            raise DevendorError(f"{path}: {f.error}")
+        size += f.binary.size
+        exports |= f.exported  # Mach-O: dllreg does not read the export trie
+        arch = f.binary.arch
     return LibraryWheel(path, manifest.name, manifest.version, manifest.platform, manifest, arch,
                         frozenset(exports), size)
 
 
 def library_wheel_of_plan(plan: LibraryPlan, path: Path) -> LibraryWheel:
     """A library wheel that is planned (fetched with --fetch) but not written yet."""
-    return _library_wheel(str(path), plan.manifest, dict(plan.files))
+    files = dict(plan.files)
+    return _library_wheel(str(path), plan.manifest,
+                          lambda p: binary_facts(p, files[p]) if p in files else None)
 
 
 def read_library_wheel(path: Path) -> LibraryWheel:
     """A dllreg-lib wheel's manifest and the symbols its libraries export; or those of a PyPI
-    wheel a recipe names as provider (``[pypi.FAMILY]``: scipy-openblas64 as published)."""
+    wheel a recipe names as provider (``[pypi.FAMILY]``: scipy-openblas64 as published). Its
+    binaries are read once, by read_input_wheel."""
     from ..recipes.wheelprovider import manifest_of_wheel, provider_of_wheel
 
+    wheel = read_input_wheel(path)
+    members = {m.name: m for m in wheel.members}
     found = provider_of_wheel(path.name)
     if found is not None:
-        data = read_input_wheel(path).data()
         try:
-            manifest = manifest_of_wheel(found, data, str(path))
+            manifest = manifest_of_wheel(found, {n: m.sha256 for n, m in members.items()}, str(path))
         except DllregError as exc:
             raise DevendorError(str(exc)) from None
-        return dataclasses.replace(_library_wheel(str(path), manifest, data), dist=found[1].dist)
-    manifest, files = library_wheel_contents(path)
-    return _library_wheel(str(path), manifest, files)
+        lw = _library_wheel(str(path), manifest, lambda p: members[p].facts if p in members else None)
+        return dataclasses.replace(lw, dist=found[1].dist)
+    root, manifest = _manifest(path, wheel)
+    return _library_wheel(str(path), manifest,
+                          lambda p: members[f"{root}/{p}"].facts if f"{root}/{p}" in members else None)
+
+
+def _manifest(path: Path, wheel: InputWheel) -> tuple[str, Manifest]:
+    """A dllreg-lib wheel's folder (``dllreg.libs/NAME``) and its manifest."""
+    name = library_of_dist(str(parse_wheel_filename(path.name)[0]))
+    if name is None:
+        raise DevendorError(f"{path}: not a dllreg-lib-NAME library wheel")
+    root = f"{REGISTRY_DIR}/{name}"
+    text = wheel.read([f"{root}/{MANIFEST_NAME}"]).get(f"{root}/{MANIFEST_NAME}")
+    if text is None:
+        raise DevendorError(f"{path}: no {root}/{MANIFEST_NAME}")
+    return root, Manifest.from_text(text.decode("utf-8", "replace"), f"{path}: {MANIFEST_NAME}")
 
 
 def library_wheel_contents(path: Path) -> tuple[Manifest, dict[str, bytes]]:
     """A dllreg-lib wheel's manifest and its files under ``dllreg.libs/NAME/`` (by manifest
     path), after read_input_wheel's checks."""
     wheel = read_input_wheel(path)
-    dist = parse_wheel_filename(path.name)[0]
-    name = library_of_dist(str(dist))
-    if name is None:
-        raise DevendorError(f"{path}: not a dllreg-lib-NAME library wheel")
-    data = wheel.data()
-    root = f"{REGISTRY_DIR}/{name}"
-    text = data.get(f"{root}/{MANIFEST_NAME}")
-    if text is None:
-        raise DevendorError(f"{path}: no {root}/{MANIFEST_NAME}")
-    manifest = Manifest.from_text(text.decode("utf-8", "replace"), f"{path}: {MANIFEST_NAME}")
-    files = {n[len(root) + 1:]: d for n, d in data.items() if n.startswith(root + "/")}
-    return manifest, files
+    root, manifest = _manifest(path, wheel)
+    data = wheel.read(m.name for m in wheel.members if m.name.startswith(root + "/"))
+    return manifest, {n[len(root) + 1:]: d for n, d in data.items()}
 
 
 def planned_library(recipe: Recipe, wheel: Path, outdir: Path) -> tuple[LibraryPlan, LibraryWheel]:

@@ -15,6 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -119,6 +120,12 @@ class Report:
 
 def inspect_binary(data: bytes, origin: str) -> Binary:
     """The facts of one ELF, PE or Mach-O file; BinaryError names *origin* and the problem."""
+    return read_binary(data, origin)[0]
+
+
+def read_binary(data: bytes, origin: str) -> tuple[Binary, Any]:
+    """inspect_binary's facts and the format reader's own result (ELFInfo, PEInfo, MachOFile),
+    so that a caller needing more of the file (its symbols) does not parse it again."""
     base = posixpath.basename(origin.replace("\\", "/"))
     try:
         if is_elf(data):
@@ -126,7 +133,7 @@ def inspect_binary(data: bytes, origin: str) -> Binary:
             e_type = struct.unpack_from("<H" if data[5] == 1 else ">H", data, 16)[0]
             return Binary(origin, len(data), "elf", e.machine, (e.machine,), e.bits,
                           {1: "object", 2: "executable"}.get(e_type, "library"), e.soname, None,
-                          e.needed, (), e.rpath, e.runpath)
+                          e.needed, (), e.rpath, e.runpath), e
         if data[:2] == b"MZ":
             from ..binary.pe import PEError, read_pe  # pefile is imported only for PE files
 
@@ -137,13 +144,13 @@ def inspect_binary(data: bytes, origin: str) -> Binary:
             export = p.dll_name if p.dll_name and p.dll_name.lower() != base.lower() else None
             return Binary(origin, len(data), "pe", p.machine, (p.machine,), p.bits,
                           "library" if p.is_dll else "executable", base, export, p.imports,
-                          p.delay_imports, (), ())
+                          p.delay_imports, (), ()), p
         if is_macho(data):
-            arches = read_macho(data).arches
-            a = arches[0]
+            m = read_macho(data)
+            a = m.arches[0]
             kind = {"dylib": "library", "execute": "executable"}.get(a.filetype, a.filetype)
-            return Binary(origin, len(data), "macho", a.arch, tuple(x.arch for x in arches), a.bits,
-                          kind, a.install_name, None, a.needed, (), a.rpaths, (), a.min_os)
+            return Binary(origin, len(data), "macho", a.arch, tuple(x.arch for x in m.arches), a.bits,
+                          kind, a.install_name, None, a.needed, (), a.rpaths, (), a.min_os), m
     except (ELFError, MachOError, struct.error) as exc:
         raise BinaryError(f"{origin}: {exc}") from None
     what = "empty file" if not data else f"starts with {data[:8]!r}"

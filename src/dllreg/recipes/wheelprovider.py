@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import csv
 import functools
-import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -143,15 +142,15 @@ def provider_of_wheel(filename: str) -> tuple[Recipe, WheelProvider, str, str] |
     return None
 
 
-def manifest_of_wheel(found: tuple[Recipe, WheelProvider, str, str], members: Mapping[str, bytes],
+def manifest_of_wheel(found: tuple[Recipe, WheelProvider, str, str], members: Mapping[str, str],
                       origin: str) -> Manifest:
-    """The library's manifest from that wheel's members (paths as in the wheel)."""
+    """The library's manifest from that wheel's members (path as in the wheel -> hex sha256)."""
     recipe, p, version, platform = found
     missing = [f for f in p.libraries if f not in members]
     if missing:
         raise DllregError(f"{origin}: no {', '.join(missing)} (the layout of {p.dist} in "
                           f"{recipe.path} [pypi.{p.family}])")
-    files = tuple(LibraryFile(f, n, hashlib.sha256(members[f]).hexdigest())
+    files = tuple(LibraryFile(f, n, members[f])
                   for f, n in zip(p.libraries, p.runtime_names))
     return Manifest(recipe.name, library_version(p, version), platform, files, recipe.requires,
                     source=f"{p.dist} {version}", provider=p.label)

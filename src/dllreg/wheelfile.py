@@ -21,7 +21,7 @@ MAX_MEMBER_SIZE = 2 << 30
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def record_hash(data: bytes) -> str:
+def record_hash(data: bytes | bytearray) -> str:
     digest = hashlib.sha256(data).digest()
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
@@ -116,7 +116,7 @@ class WheelWriter:
         self._tmp = Path(tmp)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=compression)
 
-    def add(self, name: str, data: bytes, *, executable: bool = False,
+    def add(self, name: str, data: bytes | bytearray, *, executable: bool = False,
             date_time: tuple[int, int, int, int, int, int] = _EPOCH) -> None:
         check_member_name(name, str(self.path))
         if name.lower() in self._names:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
+import sys
 
 __all__ = ["ELFError", "ELFInfo", "is_elf", "read_elf", "read_elf_file"]
 
@@ -110,8 +111,9 @@ def _string(data: bytes, start: int, end: int, what: str) -> str:
     nul = data.find(b"\0", start, end)
     if nul < 0:
         raise ELFError(f"{what} string at offset {start:#x} is not NUL-terminated")
-    # surrogateescape keeps undecodable bytes round-trippable via os.fsencode.
-    return data[start:nul].decode("utf-8", "surrogateescape")
+    # surrogateescape keeps undecodable bytes round-trippable via os.fsencode. Interned: one
+    # copy of a symbol name however many binaries (and readers of one binary) hold it.
+    return sys.intern(data[start:nul].decode("utf-8", "surrogateescape"))
 
 
 def _split_paths(values: list[str]) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _Reader, is_elf
 
-__all__ = ["rename_needed"]
+__all__ = ["rename_needed", "renamed_buffer"]
 
 _PT_LOAD, _PT_DYNAMIC, _PT_PHDR, _PF_R, _SHT_STRTAB = 1, 2, 6, 4, 3
 _DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME = 0, 1, 5, 10, 14
@@ -170,9 +170,16 @@ def _encode(name: str) -> bytes:
 
 def rename_needed(data: bytes, renames: Mapping[str, str]) -> bytes:
     """*data* with each needed library named in *renames* renamed; equal bytes if none is."""
+    out = renamed_buffer(data, renames)
+    return data if out is None else bytes(out)
+
+
+def renamed_buffer(data: bytes, renames: Mapping[str, str]) -> bytearray | None:
+    """rename_needed's result as a new buffer the caller owns, or None when nothing is renamed
+    (a caller patching a large file further then holds two copies of it, not three)."""
     img = _parse_dynamic(data)
     if img is None:
-        return data
+        return None
     out = bytearray(data)
     # Group the rewritable references by the string they point at.
     targets: dict[int, list[_Ref]] = {}
@@ -183,7 +190,7 @@ def rename_needed(data: bytes, renames: Mapping[str, str]) -> bytes:
             if old in renames and renames[old] != old:
                 targets.setdefault(ref.offset, []).append(ref)
     if not targets:
-        return data
+        return None
     pending: dict[bytes, list[_Ref]] = {}
     for offset, group in sorted(targets.items()):
         start, nul = img.strtab + offset, _string_end(data, img, offset)
@@ -209,11 +216,11 @@ def rename_needed(data: bytes, renames: Mapping[str, str]) -> bytes:
         for ref in group:
             struct.pack_into(img.r.order + ("I" if ref.size == 4 else "Q"), out, ref.field, hit)
     if appended:
-        return _with_new_table(out, img, bytes(table) + bytes(appended))
-    return bytes(out)
+        _with_new_table(out, img, bytes(table) + bytes(appended))
+    return out
 
 
-def _with_new_table(out: bytearray, img: _Image, table: bytes) -> bytes:
+def _with_new_table(out: bytearray, img: _Image, table: bytes) -> None:
     """Append ``table`` and a program header table with one more PT_LOAD that maps both."""
     r = img.r
     loads = [p for p in img.phdrs if p[r.ph_fields[0]] == _PT_LOAD]
@@ -264,7 +271,6 @@ def _with_new_table(out: bytearray, img: _Image, table: bytes) -> bytes:
     struct.pack_into(r.order + word, out, img.dyn_tag_at[_DT_STRTAB], vaddr + table_at)
     struct.pack_into(r.order + word, out, img.dyn_tag_at[_DT_STRSZ], len(table))
     _move_section(out, img, old_vaddr, offset + table_at, vaddr + table_at, len(table))
-    return bytes(out)
 
 
 def _move_section(out: bytearray, img: _Image, old_vaddr: int, offset: int, vaddr: int, size: int) -> None:

@@ -15,12 +15,13 @@ import os.path
 import posixpath
 import struct
 from collections.abc import Callable, Collection, Mapping
+from typing import cast
 
 from .elf import ELFError, is_elf
-from .elfneeded import rename_needed
+from .elfneeded import renamed_buffer
 
 __all__ = ["Edit", "apply_edits", "build_time_entry", "drop_runpath", "plan_runpath_edits",
-           "replace_needed"]
+           "replace_needed", "replaced_buffer"]
 
 _PT_LOAD, _PT_DYNAMIC, _SHT_DYNSYM = 1, 2, 11
 _DT_NULL, _DT_STRTAB, _DT_STRSZ, _DT_RPATH, _DT_RUNPATH = 0, 5, 10, 15, 29
@@ -137,11 +138,15 @@ def plan_runpath_edits(data: bytes, drop: Callable[[str], bool]) -> list[Edit]:
 
 def apply_edits(data: bytes, edits: Collection[Edit]) -> bytes:
     out = bytearray(data)
+    _apply_into(out, edits)
+    return bytes(out)
+
+
+def _apply_into(out: bytearray, edits: Collection[Edit]) -> None:
     for edit in edits:
         if edit.offset < 0 or edit.offset + len(edit.data) > len(out):
             raise ELFError(f"edit ({edit.what}) is outside the file")
         out[edit.offset:edit.offset + len(edit.data)] = edit.data
-    return bytes(out)
 
 
 def drop_runpath(data: bytes, drop: Callable[[str], bool]) -> bytes | None:
@@ -159,9 +164,22 @@ def replace_needed(data: bytes, renames: Mapping[str, str], *,
     old ones when they fit and are not shared; otherwise the file grows by a new string table
     (see elfneeded.py). Malformed input raises ELFError.
     """
-    out = rename_needed(data, renames) if renames else data
+    out = replaced_buffer(data, renames, drop_rpath=drop_rpath)
+    return data if out is None else bytes(out)
+
+
+def replaced_buffer(data: bytes, renames: Mapping[str, str], *,
+                    drop_rpath: Callable[[str], bool] | None = None) -> bytearray | None:
+    """replace_needed's result as a new buffer the caller owns, or None when nothing changes:
+    one working copy for both steps, so a large file is held twice at most (input and output)."""
+    out = renamed_buffer(data, renames) if renames else None
     if drop_rpath is not None:
-        out = drop_runpath(out, drop_rpath) or out
+        # The readers only index, slice, find and unpack: a bytearray reads like bytes.
+        edits = plan_runpath_edits(data if out is None else cast(bytes, out), drop_rpath)
+        if edits:
+            if out is None:
+                out = bytearray(data)
+            _apply_into(out, edits)
     return out
 
 

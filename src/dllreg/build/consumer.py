@@ -282,7 +282,7 @@ def consumer_changes(wheel: str, data: Mapping[str, bytes], requires: Sequence[N
 
 
 #: A member to write: name, bytes, executable, zip date_time (None: the writer's default).
-OutMember = tuple[str, bytes, bool, "tuple[int, int, int, int, int, int] | None"]
+OutMember = tuple[str, "bytes | bytearray", bool, "tuple[int, int, int, int, int, int] | None"]
 
 
 def write_members(out: Path, dist_info: str, members: Iterable[OutMember], *, stage: Staging | None = None,

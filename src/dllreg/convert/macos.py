@@ -76,9 +76,9 @@ def identity(filename: str, digest: str) -> tuple[str, str]:
     return name, f"{Version(m[2][1:] or '0')}+h{digest[:8]}"
 
 
-def signature_broken(before: bytes, after: bytes) -> bool:
+def signature_broken(before: bytes, after: bytes | bytearray) -> bool:
     """Whether a patch changed a code-signed Mach-O file (its signature no longer matches)."""
-    return before != after and is_macho(before) and code_signed(before)
+    return is_macho(before) and before != after and code_signed(before)
 
 
 def patch_consumer(data: bytes, renames: Mapping[str, str], drop: Callable[[str], bool] | None) -> bytes:

@@ -15,6 +15,7 @@ import re
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from ..binary.elf import ELFError
 from ..binary.macho import is_macho
@@ -57,14 +58,17 @@ class Written:
     notes: Mapping[str, tuple[str, ...]]  # input wheel file name -> e.g. "signature removed from X"
 
 
-def set_soname(data: bytes, soname: str) -> bytes:
+def set_soname(data: bytes | bytearray, soname: str) -> bytes | bytearray:
     """*data* with its DT_SONAME overwritten in place by a name that is not longer, or pointed at
-    a new string table (elfneeded.rename_needed) for a longer one.
+    a new string table (elfneeded.rename_needed) for a longer one. A bytearray is changed in
+    place and returned (a longer name gives a new one); bytes are copied.
 
     Refused (ELFError) when other strings share the old name's bytes or no SONAME exists;
     references to the same string (verdef's base name) are renamed with it, as they should.
     """
     from ..binary.elfneeded import _parse, _string_end  # the patcher's own ELF model
+
+    given, data = data, cast(bytes, data)  # the readers only index, slice, find and unpack
 
     img = _parse(data)
     r = img.r
@@ -83,15 +87,16 @@ def set_soname(data: bytes, soname: str) -> bytes:
     first = max(data.rfind(b"\0", img.strtab, start) + 1, img.strtab)
     shared = any(first <= img.strtab + ref.offset < nul for ref in img.refs if ref.offset != value)
     if len(new) > nul - start and new and b"\0" not in new and img.exact:  # a new string table
-        from ..binary.elfneeded import rename_needed
+        from ..binary.elfneeded import renamed_buffer
 
         old = data[start:nul].decode("utf-8", "surrogateescape")
-        return rename_needed(data, {old: soname})
+        renamed = renamed_buffer(data, {old: soname})
+        return given if renamed is None else renamed if isinstance(given, bytearray) else bytes(renamed)
     if len(new) > nul - start or not new or b"\0" in new or shared or not img.exact:
         raise ELFError(f"the SONAME cannot become {soname!r} in place (longer, or its bytes are shared)")
-    out = bytearray(data)
+    out = given if isinstance(given, bytearray) else bytearray(data)
     out[start:nul] = new.ljust(nul - start, b"\0")
-    return bytes(out)
+    return out if isinstance(given, bytearray) else bytes(out)
 
 
 def _installed(member: str) -> str:
@@ -114,12 +119,15 @@ def _drop_into(member: str, emptied: tuple[str, ...]) -> Callable[[str], bool]:
 
 
 def _patch_binary(name: str, data: bytes, renames: dict[str, str],
-                  drop: Callable[[str], bool] | None) -> tuple[bytes, str | None]:
-    """(patched bytes, note) of one binary; the note says a signature was removed."""
+                  drop: Callable[[str], bool] | None) -> tuple[bytes | bytearray, str | None]:
+    """(patched bytes, note) of one binary; the note says a signature was removed. An ELF
+    file is patched in one new buffer (or comes back as ``data``): a large library is held
+    twice at most while it is written."""
     if data[:4] == b"\x7fELF":
-        from ..binary.elfpatch import replace_needed
+        from ..binary.elfpatch import replaced_buffer
 
-        return replace_needed(data, renames, drop_rpath=drop), None
+        out = replaced_buffer(data, renames, drop_rpath=drop)
+        return (data if out is None else out), None
     if data[:2] == b"MZ":
         from ..binary.pepatch import rename_imports
 
@@ -200,15 +208,17 @@ def _write_consumer(out: ConsumerOutput, outdir: Path, stage: Staging, compressi
                 if m.name in changes:
                     yield m.name, changes.pop(m.name), m.executable, m.date_time
                     continue
-                data = read(m)
+                raw = read(m)
+                data: bytes | bytearray = raw
                 if m.name in patch:
                     try:
-                        new, note = _patch_binary(m.name, data, renames, _drop_into(m.name, wp.emptied))
+                        new, note = _patch_binary(m.name, raw, renames, _drop_into(m.name, wp.emptied))
                     except (ELFError, ValueError) as exc:  # the patchers' errors are ValueError subclasses
                         raise DevendorError(f"{origin}: {m.name}: cannot rewrite it: {exc}") from None
                     notes.extend([note] if note else [])
-                    broken.extend([m.name] if signature_broken(data, new) else [])
+                    broken.extend([m.name] if signature_broken(raw, new) else [])
                     data = new
+                del raw  # only what is written stays while it is written
                 yield m.name, data, m.executable, m.date_time
         yield from ((n, d, False, None) for n, d in changes.items())
 
@@ -217,14 +227,15 @@ def _write_consumer(out: ConsumerOutput, outdir: Path, stage: Staging, compressi
     return path, notes + ([resign] if resign else [])
 
 
-def _library(nl: NewLibrary, data: Mapping[str, bytes]) -> tuple[LibraryPlan, str | None]:
-    """The library wheel's plan, and the note that its DLL lost a signature."""
+def _library(nl: NewLibrary, data: dict[str, bytes]) -> tuple[LibraryPlan, str | None]:
+    """The library wheel's plan, and the note that its DLL lost a signature (``data``, the
+    input members, is emptied on the way: each goes once it is patched)."""
     where = f"{nl.wheel}: {nl.member}"
     try:
         files, notes = [], []
         for member, runtime in ((nl.member, nl.runtime), *((m, r) for m, r, _ in nl.group)):
             where = f"{nl.wheel}: {member}"
-            patched, note = _patched_library(nl, member, runtime, data[member])
+            patched, note = _patched_library(nl, member, runtime, data)
             files.append(SourceFile(f"lib/{posixpath.basename(runtime)}", patched))
             notes += [note] if note else []
         src = Source(f"devendored from {nl.wheel}: {nl.member} sha256={nl.sha256}", tuple(files), nl.platform)
@@ -234,20 +245,27 @@ def _library(nl: NewLibrary, data: Mapping[str, bytes]) -> tuple[LibraryPlan, st
         raise DevendorError(f"{where}: cannot package it as {nl.name} {nl.version}: {exc}") from None
 
 
-def _patched_library(nl: NewLibrary, member: str, runtime: str, source: bytes) -> tuple[bytes, str | None]:
+def _patched_library(nl: NewLibrary, member: str, runtime: str, files: dict[str, bytes]
+                     ) -> tuple[bytes, str | None]:
+    """The member's bytes (taken out of ``files``) patched to be the library wheel's file."""
+    source = files.pop(member)
     if source[:4] == b"\x7fELF":
+        from ..binary.elfpatch import replaced_buffer
+
         # Every rpath goes (the stub preloads the library's Requires), except, in a group of
         # files that need each other, $ORIGIN: each finds the others in the group's own lib/.
         drop = (lambda entry: entry not in ("$ORIGIN", "${ORIGIN}")) if nl.group else (lambda entry: True)
-        patched, note = _patch_binary(member, source, dict(nl.renames), drop)
-        return set_soname(patched, runtime), note
+        buf = replaced_buffer(source, dict(nl.renames), drop_rpath=drop) or bytearray(source)
+        del source  # a large library is held twice at most: the input goes before the output is made
+        return bytes(set_soname(buf, runtime)), None
     if is_macho(source):
         from .macos import library_note, patch_library, signature_broken
 
         patched = patch_library(source, runtime, dict(nl.renames))
         broken = signature_broken(source, patched)
         return patched, library_note(nl.name, nl.version, posixpath.basename(member)) if broken else None
-    return _patch_binary(member, source, dict(nl.renames), None)
+    out, note = _patch_binary(member, source, dict(nl.renames), None)
+    return bytes(out), note
 
 
 def build_outputs(plan: DevendorPlan, refused: list[str] | None = None) -> Outputs:

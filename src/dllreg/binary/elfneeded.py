@@ -13,6 +13,7 @@ they need not stay in the first page). Malformed input raises ELFError.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import struct
 from collections.abc import Mapping
@@ -192,6 +193,7 @@ def renamed_buffer(data: bytes, renames: Mapping[str, str]) -> bytearray | None:
     if not targets:
         return None
     pending: dict[bytes, list[_Ref]] = {}
+    landing = sorted(img.strtab + ref.offset for ref in img.refs)  # where every reference lands
     for offset, group in sorted(targets.items()):
         start, nul = img.strtab + offset, _string_end(data, img, offset)
         old = data[start:nul].decode("utf-8", "surrogateescape")
@@ -199,8 +201,8 @@ def renamed_buffer(data: bytes, renames: Mapping[str, str]) -> bytearray | None:
         # The bytes of the old string are shared when any other reference lands in the string
         # that contains them: from the NUL before it to its own NUL.
         first = max(data.rfind(b"\0", img.strtab, start) + 1, img.strtab)
-        users = {img.strtab + ref.offset for ref in img.refs if ref not in group}
-        shared = any(first <= at < nul for at in users)
+        mine = sum(first <= img.strtab + ref.offset < nul for ref in group)
+        shared = bisect.bisect_left(landing, nul) - bisect.bisect_left(landing, first) > mine
         if len(new) <= nul - start and img.exact and not shared:
             out[start:nul] = new.ljust(nul - start, b"\0")
         else:

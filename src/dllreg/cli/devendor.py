@@ -90,7 +90,7 @@ def _fetched(missing: tuple[tuple[str, str], ...], book: RecipeBook, outdir: Pat
     return plans
 
 
-def _plan(args: argparse.Namespace, out: TextIO
+def _plan(args: argparse.Namespace, out: TextIO, spool: Path
           ) -> tuple[DevendorPlan, Outputs, list[LibraryPlan], list[str]]:
     """The plan, the outputs to write, the fetched library wheels they use, and every refusal
     met so far (each refused wheel is left out, so the others' refusals are found too)."""
@@ -101,7 +101,7 @@ def _plan(args: argparse.Namespace, out: TextIO
 
     book = load_recipes(args.recipes)
     refused: list[str] = []
-    wheels = read_inputs(args.wheels, refused)  # every input is checked first
+    wheels = read_inputs(args.wheels, refused, spool)  # every input is checked first
     available = _discover(args, book)
     planning: list[str] = []
     plan = plan_devendor(wheels, book, available, refused=planning)
@@ -185,14 +185,21 @@ def _text(doc: dict[str, Any]) -> str:
 
 
 def _devendor(args: argparse.Namespace, out: TextIO) -> int:
+    import tempfile
+
     from ..convert.write import write_outputs
 
-    plan, outputs, fetched, refused = _plan(args, out)
     written: dict[str, str] = {}
     notes: Mapping[str, tuple[str, ...]] = {}
-    if outputs.consumers or refused:  # a run that changes no wheel writes nothing
-        # writing finds the last refusals (a binary that cannot be patched); any refusal writes nothing
-        done = write_outputs(outputs, args.output, extra=fetched, refused=refused, inputs=len(args.wheels))
+    # the checked binaries wait in a private spool for the write step (convert/spool.py)
+    with tempfile.TemporaryDirectory(prefix="dllreg-spool-") as spool:
+        plan, outputs, fetched, refused = _plan(args, out, Path(spool))
+        if not (outputs.consumers or refused):  # a run that changes no wheel writes nothing
+            done = None
+        else:  # writing finds the last refusals (a binary that cannot be patched); any writes nothing
+            done = write_outputs(outputs, args.output, extra=fetched, refused=refused,
+                                 inputs=len(args.wheels))
+    if done is not None:
         notes = done.notes
         names = {p.name: str(p) for p in done.paths}
         for lp in fetched:

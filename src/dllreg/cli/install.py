@@ -128,7 +128,9 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         fetch = None if a.no_fetch else (
             lambda name, platform: fetch_library(target, book, name, platform, work / "fetched",
                                                  run, progress))
-        result = devendor(downloads, book, [work / "downloads", *local_links], fetch, progress)
+        (work / "spool").mkdir()
+        result = devendor(downloads, book, [work / "downloads", *local_links], fetch, progress,
+                          spool=work / "spool")
         for line in (line for wp in result.plan.wheels for line in wheel_lines(wp)):
             progress(line)
         wheels = write_wheelhouse(result, house)

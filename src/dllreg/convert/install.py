@@ -207,12 +207,13 @@ def fetch_library(target: Target, book: RecipeBook, name: str, platform: str, de
 
 def devendor(downloads: Sequence[Path], book: RecipeBook, library_dirs: Sequence[Path],
              fetch: Callable[[str, str], tuple[LibraryPlan, LibraryWheel] | None] | None,
-             progress: Progress) -> Devendored:
-    """Read and plan every downloaded platform wheel; build the outputs in memory."""
+             progress: Progress, spool: Path | None = None) -> Devendored:
+    """Read and plan every downloaded platform wheel; build the outputs in memory. ``spool``:
+    a private directory that holds the checked binaries until the wheelhouse is written."""
     inputs = [w for w in downloads if is_platform_wheel(w.name) and not is_library_wheel(w.name)]
     progress(f"devendoring {len(inputs)} platform wheel(s) of {len(downloads)} downloaded")
     refused: list[str] = []
-    wheels = read_inputs(inputs, refused)  # every input is checked before any decision
+    wheels = read_inputs(inputs, refused, spool)  # every input is checked before any decision
     available = [read_library_wheel(p) for p in library_wheels(library_dirs, book)]
     planning: list[str] = []
     plan = plan_devendor(wheels, book, available, refused=planning)
@@ -276,9 +277,18 @@ def write_wheelhouse(result: Devendored, wheelhouse: Path) -> list[Path]:
     for w in result.as_is:
         dst = wheelhouse / w.name
         if dst.resolve() != w.resolve():
-            shutil.copyfile(w, dst)
+            _link_or_copy(w, dst)
         written.append(dst)
     return list(dict.fromkeys(written))  # a downloaded substitute is both copied and kept as is
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to the downloaded ``src`` (pip only reads it), else a copy."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links there
+        shutil.copyfile(src, dst)
 
 
 # --- step 3: install ----------------------------------------------------------------------------

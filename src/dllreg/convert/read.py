@@ -32,6 +32,8 @@ from ..recipes.schema import Recipe
 from ..recipes.source import check_abi, recipe_source
 from ..wheelfile import open_wheel, safe_members
 from .facts import BinaryFacts, binary_facts, is_binary
+from .spool import Spool, opened
+from .threads import UNLIMITED, Budget, ordered_map
 
 #: Uncompressed bytes one input wheel may hold: far above numpy + scipy (~150 MB), far below
 #: what would exhaust memory here.
@@ -60,17 +62,21 @@ class WheelMember:
     extension: bool = False  # named like an extension module, and one (consumer.is_extension_module)
     sha256: str = ""  # hex digest of the checked bytes
     facts: BinaryFacts | None = None  # a binary's facts, read with its bytes (convert/facts.py)
+    spooled: int = -1  # where its checked bytes start in the wheel's spool file; -1: not spooled
 
 
 @dataclasses.dataclass(frozen=True)
 class InputWheel:
     """An input wheel after every check. Only the member list is held: the bytes are read again,
-    a few members at a time, when they are needed, from a file that must not have changed."""
+    a few members at a time, when they are needed: a binary's from the spool file it was copied
+    to as it was checked (when read with a spool), the others' from the archive, which must not
+    have changed."""
 
     path: str  # as the user gave it, for messages
     filename: str
     members: tuple[WheelMember, ...]
     stamp: tuple[int, int, int] = (0, 0, 0)  # (inode, size, mtime_ns) of the checked file
+    spool: str = ""  # the file holding its binaries' checked bytes, uncompressed ("": none)
 
     def read(self, names: Iterable[str] | None = None) -> dict[str, bytes]:
         """The bytes of the named members (every member without ``names``), in archive order."""
@@ -92,8 +98,14 @@ class InputWheel:
         try:
             if _stamp(os.stat(self.path)) != self.stamp:
                 raise DevendorError(changed)
-            with zipfile.ZipFile(self.path) as zf:
+            with zipfile.ZipFile(self.path) as zf, opened(self.spool) as spool:
                 def read(m: WheelMember) -> bytes:
+                    if m.spooled >= 0 and spool is not None:
+                        spool.seek(m.spooled)
+                        data = spool.read(m.size)
+                        if len(data) != m.size:
+                            raise DevendorError(f"{changed} (its spool file {self.spool} was cut short)")
+                        return data
                     info = zf.getinfo(m.name)
                     if (info.CRC, info.file_size) != (m.crc, m.size):
                         raise DevendorError(changed)
@@ -210,10 +222,15 @@ def dist_info_of(filename: str, names: Sequence[str]) -> str:
     return dirs[0]
 
 
-def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel:
+def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES, *,
+                     budget: Budget = UNLIMITED, spool: Path | None = None) -> InputWheel:
     """Every file member of a wheel, after the archive, name and RECORD checks. The members are
-    read one at a time (each checked against RECORD, then let go): memory holds one member,
-    whatever the wheel's size."""
+    read one at a time (each checked against RECORD, parsed if a binary, then let go): memory
+    holds one member, whatever the wheel's size (``budget``: shared with other threads).
+
+    With ``spool`` (a private directory the caller removes), each binary's checked bytes are
+    also copied to a file there, so that writing reads them back instead of inflating them
+    again: the bytes written are the bytes checked. Without room there, it reads as without."""
     origin = str(path)
     if not path.is_file():
         raise DevendorError(f"{origin}: no such wheel")
@@ -234,17 +251,11 @@ def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel
             listed, problems = record_rows(_member_bytes(zf, by_name[record], origin), record)
             skip = {record, *(f"{dist_info}/{s}" for s in _SIGNATURES)}
             members = []
-            for i in infos:
-                data = _member_bytes(zf, i, origin)
-                digest = hashlib.sha256(data).digest()
-                problem = None if i.filename in skip else member_problem(i.filename, data, listed, digest)
-                problems += [problem] if problem else []
-                # a binary is parsed here, once, while its bytes are in hand (convert/facts.py)
-                facts = binary_facts(i.filename, data) if is_binary(i.filename, data[:8]) else None
-                ext = bool(extension_name(i.filename)) and (facts is None or facts.module_init)
-                members.append(WheelMember(i.filename, i.file_size, bool((i.external_attr >> 16) & 0o111),
-                                           i.date_time, data[:8], i.CRC, ext, digest.hex(), facts))
-                del data
+            with Spool(spool) as out:
+                for i in infos:
+                    with budget.hold(i.file_size):
+                        members.append(_checked_member(zf, i, origin, listed, skip, problems, out))
+                spooled = out.path
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
         raise DevendorError(f"{origin}: corrupt wheel ({exc})") from None
     except DevendorError:
@@ -252,19 +263,51 @@ def read_input_wheel(path: Path, max_bytes: int = MAX_WHEEL_BYTES) -> InputWheel
     except DllregError as exc:
         raise DevendorError(str(exc)) from None
     _raise(origin, problems + _invented(listed, set(by_name), skip))
-    return InputWheel(origin, path.name, tuple(members), stamp)
+    return InputWheel(origin, path.name, tuple(members), stamp, spooled)
 
 
-def read_inputs(paths: Sequence[Path], refused: list[str]) -> list[InputWheel]:
-    """The wheels that pass read_input_wheel's checks; the others' errors go to ``refused``, so
-    that one error can name every refused input (``refusal``)."""
-    out = []
-    for p in paths:
+def _checked_member(zf: zipfile.ZipFile, i: zipfile.ZipInfo, origin: str, listed: dict[str, tuple[str, str]],
+                    skip: set[str], problems: list[str], spool: Spool) -> WheelMember:
+    """One member read, checked against RECORD (a problem goes to ``problems``) and, if a
+    binary, parsed (and spooled) while its bytes are in hand."""
+    data = _member_bytes(zf, i, origin)
+    digest = hashlib.sha256(data).digest()
+    problem = None if i.filename in skip else member_problem(i.filename, data, listed, digest)
+    problems += [problem] if problem else []
+    # a binary is parsed here, once, while its bytes are in hand (convert/facts.py)
+    binary = is_binary(i.filename, data[:8])
+    facts = binary_facts(i.filename, data) if binary else None
+    ext = bool(extension_name(i.filename)) and (facts is None or facts.module_init)
+    return WheelMember(i.filename, i.file_size, bool((i.external_attr >> 16) & 0o111), i.date_time,
+                       data[:8], i.CRC, ext, digest.hex(), facts, spool.add(data) if binary else -1)
+
+
+def read_inputs(paths: Sequence[Path], refused: list[str], spool: Path | None = None) -> list[InputWheel]:
+    """The wheels that pass read_input_wheel's checks (``spool``: as there); the others' errors
+    go to ``refused``, so that one error can name every refused input (``refusal``). Wheels are
+    read on every core (convert/threads.py), largest first; the results keep the order of ``paths``."""
+    budget = Budget()
+
+    def one(p: Path) -> InputWheel | str:
         try:
-            out.append(read_input_wheel(p))
+            return read_input_wheel(p, budget=budget, spool=spool)
         except DevendorError as exc:
-            refused.append(str(exc))
+            return str(exc)
+
+    out = []
+    for got in ordered_map(one, paths, cost=_size):
+        if isinstance(got, str):
+            refused.append(got)
+        else:
+            out.append(got)
     return out
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def refusal(refused: Sequence[str], total: int) -> DevendorError:

@@ -25,6 +25,7 @@ from ..libwheel.package import LibraryPlan, Source, SourceFile, plan_library, wr
 from ..wheelfile import Staging
 from .plan import DevendorPlan, NewLibrary, WheelPlan
 from .read import DevendorError, InputWheel, LibraryWheel, refusal
+from .threads import UNLIMITED, Budget, ordered_map
 
 _PATCH = re.compile(r"[ \t]*# start delvewheel patch.*?# end delvewheel patch[^\n]*\n?", re.S)
 _SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # they sign the old RECORD
@@ -187,8 +188,8 @@ def _consumer(wp: WheelPlan, choices: Mapping[str, str]) -> ConsumerOutput:
     return ConsumerOutput(wp, dist_info, tuple({**overlay, **changes}.items()))
 
 
-def _write_consumer(out: ConsumerOutput, outdir: Path, stage: Staging, compression: int
-                    ) -> tuple[Path, list[str]]:
+def _write_consumer(out: ConsumerOutput, outdir: Path, stage: Staging, compression: int,
+                    budget: Budget = UNLIMITED) -> tuple[Path, list[str]]:
     """Write one thin wheel (staged), reading and patching one member at a time; its notes."""
     wp = out.plan
     origin = wp.wheel.filename
@@ -208,18 +209,20 @@ def _write_consumer(out: ConsumerOutput, outdir: Path, stage: Staging, compressi
                 if m.name in changes:
                     yield m.name, changes.pop(m.name), m.executable, m.date_time
                     continue
-                raw = read(m)
-                data: bytes | bytearray = raw
-                if m.name in patch:
-                    try:
-                        new, note = _patch_binary(m.name, raw, renames, _drop_into(m.name, wp.emptied))
-                    except (ELFError, ValueError) as exc:  # the patchers' errors are ValueError subclasses
-                        raise DevendorError(f"{origin}: {m.name}: cannot rewrite it: {exc}") from None
-                    notes.extend([note] if note else [])
-                    broken.extend([m.name] if signature_broken(raw, new) else [])
-                    data = new
-                del raw  # only what is written stays while it is written
-                yield m.name, data, m.executable, m.date_time
+                with budget.hold(m.size):  # until it is written: the generator resumes after
+                    raw = read(m)
+                    data: bytes | bytearray = raw
+                    if m.name in patch:
+                        try:
+                            new, note = _patch_binary(m.name, raw, renames, _drop_into(m.name, wp.emptied))
+                        except (ELFError, ValueError) as exc:  # the patchers raise ValueErrors
+                            raise DevendorError(f"{origin}: {m.name}: cannot rewrite it: {exc}") from None
+                        notes.extend([note] if note else [])
+                        broken.extend([m.name] if signature_broken(raw, new) else [])
+                        data = new
+                    del raw  # only what is written stays while it is written
+                    yield m.name, data, m.executable, m.date_time
+                    del data
         yield from ((n, d, False, None) for n, d in changes.items())
 
     path = write_members(outdir / origin, out.dist_info, stream(), stage=stage, compression=compression)
@@ -307,34 +310,70 @@ def write_outputs(outputs: Outputs, outdir: Path, *, extra: Sequence[LibraryPlan
     libraries: dict[str, Path] = {}
     notes: dict[str, list[str]] = {}
     stage = Staging()
+    budget = Budget()
+
+    sizes = {(w.filename, m.name): m.size for w in outputs.wheels for m in w.members}
+
+    def size(nl: NewLibrary) -> int:
+        return sum(sizes.get((nl.wheel, n), 0) for n in [nl.member, *(m for m, _, _ in nl.group)])
+
+    def cost(task: LibraryPlan | NewLibrary | ConsumerOutput) -> int:
+        """Bytes to write: the larger first, so that no thread is left with a large one at the end."""
+        if isinstance(task, LibraryPlan):
+            return sum(len(d) for _, d in task.files)
+        return size(task) if isinstance(task, NewLibrary) else task.plan.wheel.stamp[1]
+
+    def library(nl: NewLibrary) -> tuple[Path, str | None]:
+        wheel = wheels[nl.wheel]
+        names = [nl.member, *(m for m, _, _ in nl.group)]
+        with budget.hold(size(nl)):
+            lp, note = _library(nl, wheel.read(names))
+            return write_library_wheel(lp, outdir, stage=stage, compression=compression), note
+
+    def job(task: LibraryPlan | NewLibrary | ConsumerOutput) -> tuple[Path, Sequence[str | None]] | str:
+        try:
+            if isinstance(task, LibraryPlan):
+                return write_library_wheel(task, outdir, stage=stage, compression=compression), ()
+            if isinstance(task, NewLibrary):
+                path, note = library(task)
+                return path, (note,)
+            return _write_consumer(task, outdir, stage, compression, budget)
+        except DevendorError as exc:
+            return str(exc)
+
     try:
-        for lp in extra:
-            paths.append(write_library_wheel(lp, outdir, stage=stage, compression=compression))
-        for nl in outputs.libraries:
-            try:
-                wheel = wheels[nl.wheel]
-                lp, note = _library(nl, wheel.read([nl.member, *(m for m, _, _ in nl.group)]))
-                libraries[nl.name] = write_library_wheel(lp, outdir, stage=stage, compression=compression)
-            except DevendorError as exc:
-                errors.append(str(exc))
+        # every wheel is written on its own thread (convert/threads.py); results in this order
+        tasks: list[LibraryPlan | NewLibrary | ConsumerOutput] = [*extra, *outputs.libraries,
+                                                                 *outputs.consumers]
+        results = ordered_map(job, tasks, cost=cost)
+        n_extra, n_libs = len(extra), len(outputs.libraries)
+        for done in results[:n_extra]:
+            if isinstance(done, str):  # pragma: no cover - a fetched plan raises no DevendorError
+                errors.append(done)
+            else:
+                paths.append(done[0])
+        for nl, done in zip(outputs.libraries, results[n_extra:n_extra + n_libs]):
+            if isinstance(done, str):
+                errors.append(done)
                 continue
-            paths.append(libraries[nl.name])
-            notes.setdefault(nl.wheel, []).extend([note] if note else [])  # with the wheel it came from
+            libraries[nl.name] = done[0]
+            paths.append(done[0])
+            # a note goes with the wheel the library came from
+            notes.setdefault(nl.wheel, []).extend(n for n in done[1] if n)
         for sub in outputs.substitutes:
             src, dst = Path(sub.path), outdir / Path(sub.path).name
             if not (dst.exists() and dst.resolve() == src.resolve()):
                 stage.copy(src, dst)
                 paths.append(dst)
         consumers = {}
-        for out in outputs.consumers:
-            try:
-                path, mine = _write_consumer(out, outdir, stage, compression)
-            except DevendorError as exc:
-                errors.append(str(exc))
+        for out, done in zip(outputs.consumers, results[n_extra + n_libs:]):
+            if isinstance(done, str):
+                errors.append(done)
                 continue
-            consumers[out.plan.wheel.filename] = path
+            consumers[out.plan.wheel.filename] = done[0]
+            mine = [n for n in done[1] if n]
             notes[out.plan.wheel.filename] = mine + notes.get(out.plan.wheel.filename, [])
-            paths.append(path)
+            paths.append(done[0])
         if errors:
             raise refusal(errors, inputs or len(outputs.wheels))
         stage.commit()

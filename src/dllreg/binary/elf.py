@@ -116,6 +116,28 @@ def _string(data: bytes, start: int, end: int, what: str) -> str:
     return sys.intern(data[start:nul].decode("utf-8", "surrogateescape"))
 
 
+class _Strings:
+    """A string table's strings by offset, decoded in one pass over the table when first asked
+    (a symbol loop asks for nearly all of them); an offset into the middle of a string (a
+    shared suffix) or outside the table takes ``_string``'s way, with its errors."""
+
+    def __init__(self, data: bytes, start: int, end: int) -> None:
+        self._data, self._start, self._end = data, start, end
+        self._at: dict[int, str] | None = None
+
+    def get(self, offset: int, what: str) -> str:
+        if self._at is None:
+            self._at = {}
+            at = 0
+            if 0 <= self._start < self._end <= len(self._data):
+                parts = self._data[self._start:self._end].split(b"\0")
+                for part in parts[:-1]:  # the last part has no NUL after it
+                    self._at[at] = sys.intern(part.decode("utf-8", "surrogateescape"))
+                    at += len(part) + 1
+        found = self._at.get(offset)
+        return found if found is not None else _string(self._data, self._start + offset, self._end, what)
+
+
 def _split_paths(values: list[str]) -> tuple[str, ...]:
     return tuple(part for value in values if value for part in value.split(":"))
 
@@ -234,11 +256,12 @@ def read_elf(data: bytes) -> ELFInfo:
         r.check(sym_start, count * r.sym.size, f"dynamic symbol table of {count} entries")
         view = memoryview(data)[sym_start : sym_start + count * r.sym.size]
         name_at, info_at, shndx_at = r.sym_fields
+        table = _Strings(data, str_start, str_end)
         for fields in r.sym.iter_unpack(view):
             name_offset, info = fields[name_at], fields[info_at]
             if name_offset == 0 or info >> 4 not in _BINDS:
                 continue  # unnamed (e.g. the index-0 null symbol) or local
-            name = _string(data, str_start + name_offset, str_end, "symbol name")
+            name = table.get(name_offset, "symbol name")
             if fields[shndx_at] == _SHN_UNDEF:
                 imported.add(name)
             elif info & 0xF in _EXPORT_TYPES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _Reader, _string, is_elf
+from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _Reader, _Strings, is_elf
 
 __all__ = ["ELFVersions", "read_versions"]
 
@@ -99,8 +99,10 @@ def read_versions(data: bytes) -> ELFVersions:
     s1 = s0 + tags.get(_DT_STRSZ, len(data) - s0)
     r.check(s0, s1 - s0, "dynamic string table")
 
+    strings = _Strings(data, s0, s1)
+
     def text(offset: int, what: str) -> str:
-        return _string(data, s0 + offset, s1, what)
+        return strings.get(offset, what)
 
     names: dict[int, tuple[str | None, str | None]] = {}  # version index -> (node, needed file)
     defined: set[str] = set()

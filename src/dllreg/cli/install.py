@@ -83,7 +83,7 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         check_requirements,
         devendor,
         download,
-        fetch_library,
+        fetch_libraries,
         human_size,
         index_library_wheels,
         install,
@@ -126,8 +126,7 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
                 "build the consumer to require the recipe's PyPI wheel (docs/install.md); "
                 "nothing was installed")
         fetch = None if a.no_fetch else (
-            lambda name, platform: fetch_library(target, book, name, platform, work / "fetched",
-                                                 run, progress))
+            lambda missing: fetch_libraries(target, book, missing, work / "fetched", run, progress))
         (work / "spool").mkdir()
         result = devendor(downloads, book, [work / "downloads", *local_links], fetch, progress,
                           spool=work / "spool")

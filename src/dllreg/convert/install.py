@@ -197,16 +197,36 @@ def fetch_library(target: Target, book: RecipeBook, name: str, platform: str, de
     if run(target.download(folder, [str(req)], deps=False), False) != 0:
         raise InstallError(f"pip could not download {req}, the source of the {name} library; "
                            "nothing was installed (--no-fetch packages vendored copies as they are)")
+    return planned_library(recipe, _newest(folder, req, name), dest)
+
+
+def fetch_libraries(target: Target, book: RecipeBook, missing: Sequence[tuple[str, str]], dest: Path,
+                    run: PipRunner, progress: Progress) -> list[tuple[LibraryPlan, LibraryWheel]]:
+    """fetch_library for each (library, platform) of ``missing`` that has a source, with one pip
+    download for all of them (pip starts once); when that fails, or two need one project, one
+    download each, so that an error names the library."""
+    wanted = [(book.require(n), p) for n, p in missing if has_source(book.require(n), p)]
+    reqs = [Requirement(r.source_for(platform_family(p)).requirement) for r, p in wanted]
+    names = [canonicalize_name(q.name) for q in reqs]
+    if len(wanted) > 1 and len(set(names)) == len(names):
+        progress(f"fetching {', '.join(map(str, reqs))} for the {', '.join(r.name for r, _ in wanted)} "
+                 "libraries with pip")
+        folder = dest / "sources"
+        if run(target.download(folder, [str(q) for q in reqs], deps=False), False) == 0:
+            return [planned_library(r, _newest(folder, q, r.name), dest) for (r, _), q in zip(wanted, reqs)]
+    return [f for r, p in wanted if (f := fetch_library(target, book, r.name, p, dest, run, progress))]
+
+
+def _newest(folder: Path, req: Requirement, name: str) -> Path:
     got = [w for w in folder.glob("*.whl")
            if canonicalize_name(str(parse_wheel_filename(w.name)[0])) == canonicalize_name(req.name)]
     if not got:
         raise InstallError(f"pip downloaded no wheel of {req.name} for the {name} library")
-    wheel = max(got, key=lambda w: Version(str(parse_wheel_filename(w.name)[1])))
-    return planned_library(recipe, wheel, dest)
+    return max(got, key=lambda w: Version(str(parse_wheel_filename(w.name)[1])))
 
 
 def devendor(downloads: Sequence[Path], book: RecipeBook, library_dirs: Sequence[Path],
-             fetch: Callable[[str, str], tuple[LibraryPlan, LibraryWheel] | None] | None,
+             fetch: Callable[[Sequence[tuple[str, str]]], list[tuple[LibraryPlan, LibraryWheel]]] | None,
              progress: Progress, spool: Path | None = None) -> Devendored:
     """Read and plan every downloaded platform wheel; build the outputs in memory. ``spool``:
     a private directory that holds the checked binaries until the wheelhouse is written."""
@@ -219,7 +239,7 @@ def devendor(downloads: Sequence[Path], book: RecipeBook, library_dirs: Sequence
     plan = plan_devendor(wheels, book, available, refused=planning)
     fetched: list[tuple[LibraryPlan, LibraryWheel]] = []
     if fetch is not None and plan.missing:
-        fetched = [f for name, platform in plan.missing if (f := fetch(name, platform)) is not None]
+        fetched = fetch(plan.missing)
         if fetched:
             planning = []
             plan = plan_devendor(wheels, book, available + [lw for _, lw in fetched], refused=planning)

@@ -190,6 +190,27 @@ def _dynsym_count(r: _Reader, header: tuple[int, ...], tags: dict[int, int]) -> 
     return 0  # no way to know how many symbols there are; report none
 
 
+def program_headers(r: _Reader, header: tuple[int, ...], *, exact: bool = False
+                    ) -> tuple[list[tuple[int, ...]], tuple[int, int] | None]:
+    """The program headers, with the PT_LOAD segments noted in ``r.loads``, and PT_DYNAMIC's
+    (offset, size), None without one. ``exact``: entries must be exactly one header long (a
+    patcher rewrites the table); otherwise longer entries are read by their first bytes."""
+    phoff, phentsize, phnum = header[4], header[8], header[9]
+    if phnum and exact and phentsize != r.phdr.size:
+        raise ELFError(f"e_phentsize {phentsize} is not {r.phdr.size}")
+    if phnum and phentsize < r.phdr.size:
+        raise ELFError(f"e_phentsize {phentsize} is smaller than a program header")
+    phdrs = [r.unpack(r.phdr, phoff + i * phentsize, f"program header {i}") for i in range(phnum)]
+    dynamic = None
+    for fields in phdrs:
+        p_type, p_offset, p_vaddr, p_filesz = (fields[k] for k in r.ph_fields)
+        if p_type == _PT_LOAD:
+            r.loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == _PT_DYNAMIC and dynamic is None:
+            dynamic = (p_offset, p_filesz)
+    return phdrs, dynamic
+
+
 def read_elf(data: bytes) -> ELFInfo:
     """Parse the dynamic section and dynamic symbol table of an ELF image held in *data*."""
     if not is_elf(data):
@@ -203,22 +224,13 @@ def read_elf(data: bytes) -> ELFInfo:
         raise ELFError(f"unsupported ELF data encoding {ei_data}")
     r = _Reader(data, ei_class, ei_data)
     header = r.unpack(r.ehdr, 16, "ELF header")
-    machine, phoff, phentsize, phnum = header[1], header[4], header[8], header[9]
+    machine = header[1]
     names = _MACHINES.get(machine, (f"em{machine}", f"em{machine}"))
     machine_name = names[r.bits == 64]
     if machine == _EM_PPC64 and r.order == "<":
         machine_name = "ppc64le"
 
-    if phnum and phentsize < r.phdr.size:
-        raise ELFError(f"e_phentsize {phentsize} is smaller than a program header")
-    dynamic: tuple[int, int] | None = None
-    for i in range(phnum):
-        fields = r.unpack(r.phdr, phoff + i * phentsize, f"program header {i}")
-        p_type, p_offset, p_vaddr, p_filesz = (fields[k] for k in r.ph_fields)
-        if p_type == _PT_LOAD:
-            r.loads.append((p_vaddr, p_offset, p_filesz))
-        elif p_type == _PT_DYNAMIC and dynamic is None:
-            dynamic = (p_offset, p_filesz)
+    dynamic = program_headers(r, header)[1]
     if dynamic is None:  # static executable or relocatable object: nothing is linked
         return ELFInfo(machine_name, r.bits, None, (), (), (), frozenset(), frozenset())
 

@@ -18,7 +18,7 @@ import dataclasses
 import struct
 from collections.abc import Mapping
 
-from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _Reader, is_elf
+from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _Reader, is_elf, program_headers
 
 __all__ = ["rename_needed", "renamed_buffer"]
 
@@ -72,17 +72,7 @@ def _parse_dynamic(data: bytes) -> _Image | None:
         raise ELFError(f"unsupported ELF class {data[4]} or data encoding {data[5]}")
     r = _Reader(data, data[4], data[5])
     header = r.unpack(r.ehdr, 16, "ELF header")
-    phoff, phentsize, phnum = header[4], header[8], header[9]
-    if phnum and phentsize != r.phdr.size:
-        raise ELFError(f"e_phentsize {phentsize} is not {r.phdr.size}")
-    phdrs = [r.unpack(r.phdr, phoff + i * phentsize, f"program header {i}") for i in range(phnum)]
-    dynamic = None
-    for fields in phdrs:
-        p_type, p_offset, p_vaddr, p_filesz = (fields[k] for k in r.ph_fields)
-        if p_type == _PT_LOAD:
-            r.loads.append((p_vaddr, p_offset, p_filesz))
-        elif p_type == _PT_DYNAMIC and dynamic is None:
-            dynamic = (p_offset, p_filesz)
+    phdrs, dynamic = program_headers(r, header, exact=True)
     if dynamic is None:
         return None  # static executable or object file: it needs no libraries
     dyn_offset, dyn_size = dynamic

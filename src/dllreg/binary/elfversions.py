@@ -13,11 +13,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .elf import _DT_SYMTAB, _FORMATS, _SINGLE_TAGS, ELFError, _dynsym_count, _Reader, _Strings, is_elf
+from .elf import (
+    _DT_SYMTAB,
+    _FORMATS,
+    _SINGLE_TAGS,
+    ELFError,
+    _dynsym_count,
+    _Reader,
+    _Strings,
+    is_elf,
+    program_headers,
+)
 
 __all__ = ["ELFVersions", "read_versions"]
 
-_PT_LOAD, _PT_DYNAMIC, _PT_NOTE = 1, 2, 4
+_PT_NOTE = 4
 _SHT_PROGBITS, _SHF_EXECINSTR = 1, 4
 _DT_NULL, _DT_STRTAB, _DT_STRSZ = 0, 5, 10
 _DT_VERSYM, _DT_VERDEF, _DT_VERDEFNUM, _DT_VERNEED, _DT_VERNEEDNUM = (
@@ -72,17 +82,7 @@ def read_versions(data: bytes) -> ELFVersions:
         raise ELFError("not an ELF file of a supported class and encoding")
     r = _Reader(data, data[4], data[5])
     header = r.unpack(r.ehdr, 16, "ELF header")
-    phoff, phentsize, phnum = header[4], header[8], header[9]
-    if phnum and phentsize < r.phdr.size:
-        raise ELFError(f"e_phentsize {phentsize} is smaller than a program header")
-    phdrs = [r.unpack(r.phdr, phoff + i * phentsize, f"program header {i}") for i in range(phnum)]
-    dynamic = None
-    for fields in phdrs:
-        p_type, p_offset, p_vaddr, p_filesz = (fields[k] for k in r.ph_fields)
-        if p_type == _PT_LOAD:
-            r.loads.append((p_vaddr, p_offset, p_filesz))
-        elif p_type == _PT_DYNAMIC and dynamic is None:
-            dynamic = (p_offset, p_filesz)
+    phdrs, dynamic = program_headers(r, header)
     build = _build_id(r, phdrs, header)
     if dynamic is None:
         return ELFVersions(build, frozenset(), frozenset(), frozenset(), frozenset())

@@ -179,6 +179,13 @@ def test_install_devendors_and_pip_owns_every_file(tmp_path: Path, venv: Venv) -
     venv.dllreg("check")
     assert f"foo-1-{tag}" in venv.dllreg("list").stdout
 
+    # pip installed with --no-compile; dllreg compiled every installed .py (the stub too) with
+    # the venv's interpreter, and pip uninstall takes the bytecode with its source
+    sources = [p for p in venv.site.rglob("*.py") if p.relative_to(venv.site).parts[0] in ("pkga", "pkgdep")]
+    assert {p.name for p in sources} == {"__init__.py", "_dlls.py"}
+    assert all(p.with_name("__pycache__").is_dir() for p in sources)
+    pycs = {q.name.split(".")[0] for p in sources for q in (p.parent / "__pycache__").glob("*.pyc")}
+    assert pycs == {"__init__", "_dlls"} and "dllreg: compiled the bytecode of" in err
     venv.pip("uninstall", "-y", "pkga")
     assert _files_of(venv.site, "pkga") == set()
     assert "pkga" not in {d["name"].lower() for d in json.loads(venv.pip("list", "--format=json").stdout)}
@@ -190,9 +197,11 @@ def test_a_library_wheel_in_find_links_substitutes(tmp_path: Path, venv: Venv, r
     """With a recipe for foo, the dllreg-lib-foo wheel next to the packages stands in for the copy."""
     links = _links(tmp_path)
     shutil.copy(library_wheel(tmp_path), links)
-    proc = _dllreg_install(venv, "--no-index", "--find-links", str(links), "--recipes", str(recipes), "pkga")
+    proc = _dllreg_install(venv, "--no-index", "--find-links", str(links), "--recipes", str(recipes),
+                           "--no-compile", "pkga")
     assert proc.returncode == 0, proc.stderr
     assert "1 substituted, 0 packaged, 0 dropped, 0 kept" in proc.stderr
+    assert not list((venv.site / "pkga").rglob("*.pyc")) and "compiled the bytecode" not in proc.stderr
     assert "1 registry library wheel(s) used" in proc.stdout
     code = "import pkga; print(pkga.call())\nKEYS = ('libfoo',)\n" + MAPS
     out = venv.py(code).stdout.split()

@@ -46,6 +46,9 @@ def add_parsers(subparsers: Any) -> None:
     g = p.add_argument_group("passed to pip install")
     g.add_argument("--force-reinstall", action="store_true",
                    help="replace installed copies, e.g. a vendored numpy of the same version")
+    g.add_argument("--no-compile", action="store_true",
+                   help="do not compile the installed Python files to bytecode (by default dllreg "
+                   "compiles them after pip, on every core)")
 
 
 def _index_args(a: argparse.Namespace) -> tuple[str, ...]:
@@ -104,7 +107,7 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         raise InstallError(f"pip is not installed for {sys.executable}; install it there, or run dllreg "
                            "from an environment that has pip with --python TARGET")
     book = load_recipes(a.recipes)
-    target = Target(pip_prefix(a.python), _index_args(a), a.quiet)
+    target = Target(pip_prefix(a.python), _index_args(a), a.quiet, a.python or sys.executable)
     run = _runner(err)
     local_links = local_find_links(a.find_links, os.environ)
     with tempfile.TemporaryDirectory(prefix="dllreg-install-") as tmp:
@@ -133,9 +136,11 @@ def _install(a: argparse.Namespace, out: TextIO) -> int:
         for line in (line for wp in result.plan.wheels for line in wheel_lines(wp)):
             progress(line)
         wheels = write_wheelhouse(result, house)
-        extra = ["--force-reinstall"] if a.force_reinstall else []
+        flags = {"--force-reinstall": a.force_reinstall, "--no-compile": a.no_compile}
+        extra = [flag for flag, given in flags.items() if given]
         install(target, house, wheels, requirements, run, progress,
-                [*extra, *(["--dry-run"] if a.dry_run else [])])
+                [*extra, *(["--dry-run"] if a.dry_run else [])],
+                compile=not (a.dry_run or a.no_compile))
         before, after = byte_totals(result)
         changed = sum(wp.changed for wp in result.plan.wheels)
         verb = "would install" if a.dry_run else "installed"

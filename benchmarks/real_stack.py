@@ -11,7 +11,7 @@ into .cache/downloads/stack; tests/realstack.py). Everything is installed from t
   devendor ``python -m dllreg devendor`` of the stack's platform wheels into a fresh directory,
            with the two registry sources' library wheels at hand (``--find-libs``)
 the three interleaved in rotated order over ``--runs`` rounds. Peak memory is the ``ru_maxrss``
-of the dllreg process itself (os.wait4; pip's own subprocesses are not counted). Then, on the
+of the dllreg process (os.wait4: the largest of it and of the processes it waited for). Then, on the
 last round's venvs:
   * vendored MB: native libraries installed in ``<x>.libs/`` dirs, ``dllreg.libs/*/lib/`` and
     loose ``lib*.so.N`` files (pymupdf's libmupdf), before (pip) and after (dllreg); the ideal is

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 import packaging
-from _bench import at_least, parser, run, sh, stats, wall
+from _bench import ROOT, at_least, parser, run, sh, stats, wall
 
 import dllreg
 from dllreg.build.consumer import insert_stub_import
@@ -128,6 +128,8 @@ def make_env(root: Path, n_libs: int, n_consumers: int, files: dict[str, bytes],
     ignore = shutil.ignore_patterns("__pycache__")
     for mod in (dllreg, packaging):
         shutil.copytree(Path(mod.__file__).parent, site1 / mod.__name__, ignore=ignore)
+    # the recipes, which a built wheel carries as the data package dllreg._recipes (pyproject.toml)
+    shutil.copytree(ROOT / "recipes", site1 / "dllreg" / "_recipes", ignore=ignore)
     for i in range(N_LIBS - n_libs, N_LIBS):  # contiguous thirds: TARGET in site 3 of 3
         install_library(sites[i * N_SITES // N_LIBS], f"lib{i:04d}", files)
     for i in range(n_consumers):

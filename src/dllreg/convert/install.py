@@ -3,8 +3,8 @@
 Steps, each a function: ``download`` (pip download into a fresh directory), ``devendor``
 (read and plan every platform wheel, build every output in memory: nothing is written when any
 wheel is refused), ``write_wheelhouse``, ``install`` (pip install --no-index from the
-wheelhouse, so pip records every file) and ``compile_bytecode`` (the installed .py files
-compiled on every core by the target interpreter, instead of one by one by pip). pip runs
+wheelhouse, so pip records every file; the installed .py files are compiled on every core by
+the target interpreter while pip runs, convert/bytecode.py, instead of one by one by pip). pip runs
 through an injected runner and progress goes to an injected callback; the decisions in
 between are pure.
 """
@@ -12,6 +12,7 @@ between are pure.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -35,6 +36,8 @@ from .write import Outputs, build_outputs, write_outputs
 #: Runs a pip command line, with ``isolated_env`` when the flag is set; returns its exit status
 #: (its output goes to the user as it comes).
 PipRunner = Callable[[Sequence[str], bool], int]
+#: Run with the target interpreter around pip install (never imported here).
+_BYTECODE = Path(__file__).with_name("bytecode.py")
 Progress = Callable[[str], None]
 
 
@@ -321,65 +324,14 @@ def install(target: Target, wheelhouse: Path, wheels: Sequence[Path], requiremen
             run: PipRunner, progress: Progress, extra: Sequence[str] = (), *,
             compile: bool = False) -> None:
     """pip install from the wheelhouse; with ``compile``, pip installs with ``--no-compile`` and
-    the bytecode is compiled afterwards on every core (``compile_bytecode``)."""
+    the installed files are compiled on every core while it runs (convert/bytecode.py)."""
     pins = wheelhouse / ".dllreg-constraints.txt"
     pins.write_text(constraints([w.name for w in wheels]), encoding="utf-8")
     progress(f"installing {', '.join(requirements)} with pip from {wheelhouse}")
     argv = target.install(wheelhouse, pins, requirements, [*extra, *(["--no-compile"] if compile else [])])
+    if compile:  # pip runs under convert/bytecode.py, which compiles what pip has installed so far
+        names = sorted({str(parse_wheel_filename(w.name)[0]) for w in wheels})
+        argv = [target.python, "-c", _BYTECODE.read_text(encoding="utf-8"), json.dumps(argv), *names]
     status = run(argv, True)
     if status != 0:
         raise InstallError(f"pip install failed (exit status {status}); the wheels are in {wheelhouse}")
-    if compile:
-        compile_bytecode(target, wheels, run, progress)
-
-
-#: Run by the target interpreter with the names of the distributions pip installed: the .py
-#: files each installed into its site directory, compiled as pip compiles them
-#: (compileall.compile_file: the interpreter's optimization level and invalidation mode) on
-#: every core; a file whose bytecode is up to date is left alone. Exit status 1 when a file
-#: does not compile (pip goes on then too; the import compiles it, or shows the error).
-COMPILE_SCRIPT = """
-import compileall, concurrent.futures, functools, os, re, sys
-from importlib import metadata
-
-def canon(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-def files(names):
-    out = set()
-    for dist in metadata.distributions():
-        if canon(dist.metadata["Name"] or "") not in names:
-            continue
-        home = os.path.realpath(str(dist.locate_file("")))
-        for f in dist.files or ():
-            if f.suffix == ".py" and ".." not in f.parts:
-                path = os.path.realpath(str(dist.locate_file(f)))
-                if path.startswith(home + os.sep) and os.path.isfile(path):
-                    out.add(path)
-    return sorted(out)
-
-if __name__ == "__main__":
-    todo = files({canon(n) for n in sys.argv[1:]})
-    compile_one = functools.partial(compileall.compile_file, quiet=1)
-    workers = max(1, min(len(todo), os.cpu_count() or 1))
-    if workers > 1:
-        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-            done = list(pool.map(compile_one, todo, chunksize=32))
-    else:
-        done = [compile_one(p) for p in todo]
-    failed = f"; {done.count(False)} did not compile" if not all(done) else ""
-    print(f"dllreg: compiled the bytecode of {len(todo)} file(s) on {workers} core(s){failed}",
-          file=sys.stderr)
-    sys.exit(0 if all(done) else 1)
-"""
-
-
-def compile_bytecode(target: Target, wheels: Sequence[Path], run: PipRunner, progress: Progress) -> None:
-    """Compile what pip installed from ``wheels`` with the target interpreter (COMPILE_SCRIPT).
-    A file that does not compile does not fail the install, as with pip."""
-    names = sorted({str(parse_wheel_filename(w.name)[0]) for w in wheels})
-    progress("compiling the installed Python files to bytecode on every core")
-    status = run([target.python, "-c", COMPILE_SCRIPT, *names], True)
-    if status not in (0, 1):
-        raise InstallError(f"compiling the installed files failed (exit status {status}); the packages "
-                           "are installed, and Python compiles each file when it is first imported")

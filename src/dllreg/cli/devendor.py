@@ -40,10 +40,6 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB" if n else "0 B"
-
-
 def _discover(args: argparse.Namespace, book: RecipeBook) -> list[LibraryWheel]:
     from packaging.utils import parse_wheel_filename
 
@@ -151,6 +147,8 @@ def _report(plan: DevendorPlan, written: dict[str, str],
 
 
 def _text(doc: dict[str, Any]) -> str:
+    from ..convert.install import human_size
+
     lines = []
     for w in doc["wheels"]:
         name = Path(w["path"]).name
@@ -158,10 +156,10 @@ def _text(doc: dict[str, Any]) -> str:
             lines.append(f"{name}: nothing to do (no vendored libraries)")
             continue
         tool = w["tool"] or "libraries beside the package"
-        lines.append(f"{name} ({tool}): {_size(w['bytes_before'])} of vendored libraries -> "
-                     f"{_size(w['bytes_after'])} left in the wheel")
+        lines.append(f"{name} ({tool}): {human_size(w['bytes_before'])} of vendored libraries -> "
+                     f"{human_size(w['bytes_after'])} left in the wheel")
         for d in w["libraries"]:
-            what = f"  {_VERB[d['action']]:<11} {Path(d['member']).name} ({_size(d['size'])})"
+            what = f"  {_VERB[d['action']]:<11} {Path(d['member']).name} ({human_size(d['size'])})"
             if d["action"] in ("substitute", "package"):
                 what += f" -> {d['library']} {d['version']} ({d['runtime']})"
             lines.append(f"{what}: {d['reason']}")
@@ -178,9 +176,9 @@ def _text(doc: dict[str, Any]) -> str:
         lines.append(f"registry library {s['name']} {s['version']}: {s['path']}")
     b = doc["bytes"]
     if b["before"]:
-        lines.append(f"native libraries: {_size(b['before'])} vendored before; after: "
-                     f"{_size(b['after_vendored'])} vendored + {_size(b['after_registry'])} in library "
-                     f"wheels = {_size(b['after'])}")
+        lines.append(f"native libraries: {human_size(b['before'])} vendored before; after: "
+                     f"{human_size(b['after_vendored'])} vendored + "
+                     f"{human_size(b['after_registry'])} in library wheels = {human_size(b['after'])}")
     return "\n".join(lines) + "\n"
 
 

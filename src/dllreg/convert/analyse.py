@@ -12,10 +12,9 @@ import posixpath
 from collections.abc import Collection, Mapping
 
 from ..env.inspect import Member, Report, inspect_wheel_members
-from ..libwheel.naming import unmangle
 from .read import DevendorError, InputWheel
 
-__all__ = ["VendoredLib", "analyse", "cycles", "order", "unmangle"]
+__all__ = ["VendoredLib", "analyse", "cycles", "order"]
 
 @dataclasses.dataclass(frozen=True)
 class VendoredLib:
